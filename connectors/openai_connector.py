@@ -1,0 +1,267 @@
+"""OpenRouter (or any OpenAI-compatible server) through the official ``openai`` SDK.
+
+One ``AsyncOpenAI`` per process, built lazily on first use: it owns the only connection pool, so
+N concurrent calls open at most N connections and sequential calls reuse one. Retries are the SDK's
+own (``max_retries``), never a loop of ours on top; a response hook marks answers that can never
+succeed by waiting (402, ``insufficient_quota``) so the SDK does not retry them either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx2
+import openai
+from openai import AsyncOpenAI
+
+from connectors.errors import (
+    AuthenticationFailed,
+    ContentBlocked,
+    InvalidResponse,
+    ModelNotFound,
+    OutOfCredits,
+    RateLimited,
+    UpstreamError,
+    UpstreamUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+PROVIDER = "openrouter"
+
+
+@dataclass(frozen=True)
+class OpenRouterConfig:
+    """What the connector needs to know; built from ``Settings`` by the composition root."""
+
+    api_key: str
+    base_url: str
+    timeout_seconds: float = 60.0
+    max_retries: int = 2
+    site_url: str = ""
+    app_name: str = "Reelwright"
+    extra_headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TextCompletion:
+    """A model answer with the usage a cost ledger needs."""
+
+    text: str
+    model: str
+    finish_reason: str | None
+    prompt_tokens: int
+    completion_tokens: int
+
+
+_config: OpenRouterConfig | None = None
+_client: AsyncOpenAI | None = None
+_lock: asyncio.Lock | None = None
+
+
+def configure_openai(config: OpenRouterConfig) -> None:
+    """Set the configuration used by the next ``get_openai_client``; drops any client built before."""
+    global _config
+    reset_openai_client()
+    _config = config
+
+
+async def _mark_unrecoverable(response: httpx2.Response) -> None:
+    """Tell the SDK not to retry answers that waiting cannot fix (out of credits)."""
+    if response.status_code == 402:
+        response.headers["x-should-retry"] = "false"
+    elif response.status_code == 429:
+        await response.aread()
+        if b"insufficient_quota" in response.content:
+            response.headers["x-should-retry"] = "false"
+
+
+def _build_client(config: OpenRouterConfig) -> AsyncOpenAI:
+    headers = {"X-Title": config.app_name, **config.extra_headers}
+    if config.site_url:
+        headers["HTTP-Referer"] = config.site_url
+    http_client = openai.DefaultAioHttpClient(
+        timeout=httpx2.Timeout(config.timeout_seconds, connect=min(5.0, config.timeout_seconds)),
+        limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=100),
+        event_hooks={"response": [_mark_unrecoverable]},
+    )
+    return AsyncOpenAI(
+        api_key=config.api_key,
+        base_url=config.base_url,
+        max_retries=config.max_retries,
+        default_headers=headers,
+        http_client=http_client,
+    )
+
+
+async def get_openai_client() -> AsyncOpenAI:
+    """The process-wide client, created on first use; safe when many coroutines ask at once."""
+    global _client, _lock
+    if _client is not None:
+        return _client
+    if _config is None:
+        raise RuntimeError("configure_openai() must be called before the OpenRouter client is used")
+    if _lock is None:
+        _lock = asyncio.Lock()
+    async with _lock:
+        if _client is None:
+            _client = _build_client(_config)
+        return _client
+
+
+async def close_openai_client() -> None:
+    """Close the connection pool (at shutdown)."""
+    global _client
+    client, _client = _client, None
+    if client is not None:
+        await client.close()
+
+
+def reset_openai_client() -> None:
+    """Forget the client without closing it (tests switch event loops between cases)."""
+    global _client, _lock
+    _client = None
+    _lock = None
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    headers = exc.response.headers
+    try:
+        if "retry-after-ms" in headers:
+            return float(headers["retry-after-ms"]) / 1000
+        if "retry-after" in headers:
+            return float(headers["retry-after"])
+    except ValueError:
+        return None
+    return None
+
+
+def _body_text(body: object) -> str:
+    if isinstance(body, dict):
+        return json.dumps(body)
+    return str(body or "")
+
+
+def translate_openai_error(exc: Exception) -> UpstreamError:
+    """Map an ``openai`` exception to the project's error tree; the one place that knows both."""
+    if isinstance(exc, openai.APITimeoutError):
+        return UpstreamUnavailable(f"timed out: {exc}", provider=PROVIDER)
+    if isinstance(exc, openai.APIConnectionError):
+        return UpstreamUnavailable(f"connection failed: {exc}", provider=PROVIDER)
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        body = _body_text(exc.body)
+        detail = f"HTTP {status}: {exc.message}"
+        if status == 402 or "insufficient_quota" in body:
+            return OutOfCredits(detail, provider=PROVIDER, status=status)
+        if status == 429:
+            return RateLimited(detail, provider=PROVIDER, status=status, retry_after=_retry_after(exc))
+        if status in (401, 403):
+            return AuthenticationFailed(detail, provider=PROVIDER, status=status)
+        if status == 404 or (status == 400 and "model" in body.lower() and "valid" in body.lower()):
+            return ModelNotFound(detail, provider=PROVIDER, status=status)
+        if status >= 500 or status in (408, 409):
+            return UpstreamUnavailable(detail, provider=PROVIDER, status=status)
+        return InvalidResponse(detail, provider=PROVIDER, status=status)
+    if isinstance(exc, openai.APIError):
+        return UpstreamUnavailable(f"stream error: {exc}", provider=PROVIDER)
+    return InvalidResponse(f"{type(exc).__name__}: {exc}", provider=PROVIDER)
+
+
+def strict_json_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """Make a pydantic JSON schema acceptable to strict structured output.
+
+    Every object gets ``additionalProperties: false`` and lists all its properties as required,
+    which strict json_schema mode demands; defaults are dropped as the mode rejects them.
+    """
+
+    def visit(node: Any) -> Any:
+        if isinstance(node, list):
+            return [visit(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        result = {}
+        for key, value in node.items():
+            if key in ("default", "title"):
+                continue
+            if key in ("properties", "$defs", "definitions") and isinstance(value, dict):
+                result[key] = {name: visit(sub) for name, sub in value.items()}
+            else:
+                result[key] = visit(value)
+        if result.get("type") == "object" and "properties" in result:
+            result["additionalProperties"] = False
+            result["required"] = list(result["properties"])
+        return result
+
+    result: dict[str, Any] = visit(schema)
+    return result
+
+
+async def complete(
+    *,
+    model: str,
+    messages: list[dict[str, Any]],
+    json_schema: dict[str, Any] | None = None,
+    schema_name: str = "answer",
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+) -> TextCompletion:
+    """One chat completion; structured output when ``json_schema`` is given.
+
+    Raises only ``UpstreamError`` subclasses. OpenRouter can answer HTTP 200 with an ``error``
+    object and no choices: that becomes ``InvalidResponse`` (or the error it describes).
+    """
+    client = await get_openai_client()
+    kwargs: dict[str, Any] = {"model": model, "messages": messages}
+    if json_schema is not None:
+        kwargs["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {"name": schema_name, "strict": True, "schema": strict_json_schema(json_schema)},
+        }
+    if temperature is not None:
+        kwargs["temperature"] = temperature
+    if max_tokens is not None:
+        kwargs["max_tokens"] = max_tokens
+    try:
+        completion = await client.chat.completions.create(**kwargs)
+    except Exception as exc:  # every SDK failure is translated here, and only here
+        raise translate_openai_error(exc) from exc
+    return _completion_to_text(completion, model)
+
+
+def _completion_to_text(completion: Any, model: str) -> TextCompletion:
+    choices = getattr(completion, "choices", None)
+    if not choices:
+        error = (getattr(completion, "model_extra", None) or {}).get("error") or {}
+        code = error.get("code") if isinstance(error, dict) else None
+        message = error.get("message", "no choices") if isinstance(error, dict) else "no choices"
+        detail = f"HTTP 200 with error body: {code} {message}"
+        if code == 402:
+            raise OutOfCredits(detail, provider=PROVIDER, status=402)
+        if code == 429:
+            raise RateLimited(detail, provider=PROVIDER, status=429)
+        if isinstance(code, int) and code >= 500:
+            raise UpstreamUnavailable(detail, provider=PROVIDER, status=code)
+        raise InvalidResponse(detail, provider=PROVIDER)
+    choice = choices[0]
+    message = choice.message
+    finish_reason = choice.finish_reason
+    if finish_reason == "content_filter":
+        raise ContentBlocked("finish_reason content_filter", provider=PROVIDER)
+    refusal = getattr(message, "refusal", None)
+    if message is None or (not message.content and refusal):
+        raise ContentBlocked(f"model refused: {refusal}", provider=PROVIDER)
+    if not message.content:
+        raise InvalidResponse("empty message content", provider=PROVIDER)
+    usage = getattr(completion, "usage", None)
+    return TextCompletion(
+        text=message.content,
+        model=getattr(completion, "model", None) or model,
+        finish_reason=finish_reason,
+        prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+        completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+    )

@@ -1,0 +1,110 @@
+"""Reelwright's settings: every external endpoint, key and model is one environment variable.
+
+Read once by the composition root (``bot.cli``) and handed down; nothing reads the environment
+anywhere else. Secrets are ``SecretStr`` so that a repr, a log line or a traceback never shows them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+OPENROUTER_DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message is one line that names it."""
+
+
+class Settings(BaseSettings):
+    """All settings, from the environment and an optional ``.env`` file."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False)
+
+    # Text models, through OpenRouter or any OpenAI-compatible server.
+    openrouter_api_key: SecretStr | None = None
+    openrouter_base_url: AnyHttpUrl = AnyHttpUrl(OPENROUTER_DEFAULT_BASE_URL)
+    openrouter_site_url: str = "https://github.com/reelwright/reelwright"
+    openrouter_app_name: str = "Reelwright"
+    story_model: str = "google/gemini-2.5-flash"
+    meme_model: str = "google/gemini-2.5-flash"
+    content_model: str = "google/gemini-2.5-flash"
+    trends_model: str = "google/gemini-2.5-flash"
+    vision_model: str = "google/gemini-2.5-flash"
+    text_timeout_seconds: float = Field(default=60.0, gt=0, le=600)
+    text_max_retries: int = Field(default=2, ge=0, le=5)
+
+    # Media models, through Google GenAI.
+    google_api_key: SecretStr | None = None
+    genai_base_url: AnyHttpUrl | None = None
+    genai_enterprise: bool = False
+    google_cloud_project: str | None = None
+    google_cloud_location: str = "us-central1"
+    video_model: str = "veo-3.0-fast-generate-001"
+    image_model: str = "imagen-4.0-generate-001"
+    gemini_image_model: str = "gemini-2.5-flash-image"
+    media_timeout_seconds: float = Field(default=120.0, gt=0, le=600)
+    media_max_retries: int = Field(default=3, ge=1, le=8)
+    video_max_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
+    video_poll_initial_seconds: float = Field(default=5.0, gt=0)
+    video_poll_max_seconds: float = Field(default=20.0, gt=0)
+    video_deadline_seconds: float = Field(default=900.0, gt=0)
+
+    # Chat platforms.
+    telegram_bot_token: SecretStr | None = None
+    telegram_api_base_url: AnyHttpUrl = AnyHttpUrl("https://api.telegram.org/bot")
+    telegram_file_base_url: AnyHttpUrl = AnyHttpUrl("https://api.telegram.org/file/bot")
+    discord_bot_token: SecretStr | None = None
+    discord_api_base_url: AnyHttpUrl = AnyHttpUrl("https://discord.com/api/v10")
+    discord_gateway_url: str | None = None
+
+    # State.
+    database_url: str = "sqlite+aiosqlite:///reelwright.sqlite3"
+    redis_url: str | None = None
+    media_dir: Path = Path("media")
+
+    # Limits on user input, enforced before any paid call.
+    max_prompt_chars: int = Field(default=2000, gt=0)
+    max_image_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    max_image_pixels: int = Field(default=40_000_000, gt=0)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator(
+        "video_model",
+        "image_model",
+        "gemini_image_model",
+        "story_model",
+        "meme_model",
+        "content_model",
+        "trends_model",
+        "vision_model",
+    )
+    @classmethod
+    def _model_name_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value.strip()
+
+    @property
+    def text_sandbox(self) -> bool:
+        """No OpenRouter key: text commands are served by the in-process sandbox upstream."""
+        return self.openrouter_api_key is None
+
+    @property
+    def media_sandbox(self) -> bool:
+        """No Google key and no project: media commands are served by the sandbox upstream."""
+        return self.google_api_key is None and self.google_cloud_project is None
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings, turning a validation error into one line that names the setting."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]).upper() if first["loc"] else "settings"
+        raise SettingsError(f"Invalid setting {name}: {first['msg']}") from None

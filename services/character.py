@@ -1,0 +1,80 @@
+"""Character analysis from an uploaded image, through a vision model.
+
+The profile's ``visual_description`` is written to be pasted into later story, video and
+thumbnail prompts so that the character stays the same across them.
+"""
+
+from __future__ import annotations
+
+import base64
+
+from pydantic import BaseModel, Field
+
+from services.config import service_config
+from services.images import check_image
+from services.prompts import clean_prompt
+from services.structured import generate_structured
+from services.usage import Usage
+
+
+class CharacterProfile(BaseModel):
+    name: str = Field(description="A short name for the character")
+    summary: str = Field(description="One sentence: who or what this is")
+    appearance: str = Field(description="Body, face, hair, clothing, colours, distinctive marks")
+    personality: str = Field(description="Personality the image suggests")
+    art_style: str = Field(description="Rendering style of the image (photo, anime, 3D, ...)")
+    visual_description: str = Field(
+        description="One dense paragraph to reuse verbatim in image/video prompts to keep the character consistent"
+    )
+
+
+class CharacterAnalysis(BaseModel):
+    profile: CharacterProfile
+    image_mime_type: str
+    width: int
+    height: int
+    usage: Usage
+
+
+CHARACTER_SYSTEM = (
+    "You are a character designer for short videos. Describe the character in the image precisely "
+    "enough that an image or video model can redraw it consistently. Answer in JSON only."
+)
+
+
+async def analyze_character_from_image(
+    image: bytes, *, name: str | None = None, notes: str | None = None
+) -> CharacterAnalysis:
+    """Profile the character in ``image``; the image is checked by content before the paid call."""
+    config = service_config()
+    checked = check_image(image, max_bytes=config.max_image_bytes, max_pixels=config.max_image_pixels)
+    instruction = "Analyse the main character in this image."
+    if name:
+        instruction += f" Call the character {clean_prompt(name, what='name', max_chars=60)!r}."
+    if notes:
+        instruction += " Creator's notes: " + clean_prompt(notes, what="notes", max_chars=config.max_prompt_chars)
+    data_url = f"data:{checked.mime_type};base64,{base64.b64encode(checked.data).decode()}"
+    result = await generate_structured(
+        CharacterProfile,
+        model=config.vision_model,
+        system=CHARACTER_SYSTEM,
+        user=[{"type": "text", "text": instruction}, {"type": "image_url", "image_url": {"url": data_url}}],
+        temperature=0.3,
+    )
+    profile = result.value
+    if name:
+        profile = profile.model_copy(update={"name": name.strip()})
+    return CharacterAnalysis(
+        profile=profile,
+        image_mime_type=checked.mime_type,
+        width=checked.width,
+        height=checked.height,
+        usage=result.usage,
+    )
+
+
+def character_prompt_note(profile: CharacterProfile | None) -> str:
+    """The sentence other services add to a prompt to keep ``profile``'s character consistent."""
+    if profile is None:
+        return ""
+    return f" The main character is {profile.name}: {profile.visual_description}"

@@ -1,0 +1,111 @@
+"""Structured model output: ask with a JSON schema, validate, repair, retry once, never show raw.
+
+Not every OpenRouter model honours ``json_schema``; answers wrapped in code fences or prose are
+repaired locally, and an answer that still does not validate is asked for once more with the
+validation error attached. A second failure is an ``InvalidResponse``, never raw text to the user.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from connectors import openai_connector
+from connectors.errors import InvalidResponse
+from services.usage import Usage
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T", bound=BaseModel)
+
+_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Structured(Generic[T]):
+    value: T
+    usage: Usage
+
+
+def parse_model_output(schema: type[T], text: str) -> T:
+    """Validate model text against ``schema``, repairing code fences and surrounding prose."""
+    candidate = text.strip()
+    fenced = _FENCE.match(candidate)
+    if fenced:
+        candidate = fenced.group(1)
+    try:
+        return schema.model_validate_json(candidate)
+    except ValidationError:
+        start, end = candidate.find("{"), candidate.rfind("}")
+        if start == -1 or end <= start:
+            raise
+        return schema.model_validate(json.loads(candidate[start : end + 1]))
+
+
+def _short_error(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+    return str(exc)[:300]
+
+
+async def generate_structured(
+    schema: type[T],
+    *,
+    model: str,
+    system: str,
+    user: str | list[dict[str, Any]],
+    check: Callable[[T], str | None] | None = None,
+    temperature: float | None = 0.8,
+) -> Structured[T]:
+    """Ask ``model`` for a ``schema`` instance; ``check`` may name a problem worth one retry."""
+    messages: list[dict[str, Any]] = [
+        {"role": "system", "content": system},
+        {"role": "user", "content": user},
+    ]
+    usage = Usage()
+    last_value: T | None = None
+    problem = ""
+    for attempt in (1, 2):
+        completion = await openai_connector.complete(
+            model=model,
+            messages=messages,
+            json_schema=schema.model_json_schema(),
+            schema_name=schema.__name__,
+            temperature=temperature,
+        )
+        usage += Usage(
+            model_calls=1,
+            prompt_tokens=completion.prompt_tokens,
+            completion_tokens=completion.completion_tokens,
+        )
+        try:
+            if completion.finish_reason == "length":
+                raise ValueError("the answer was cut off (too long); answer more briefly")
+            value = parse_model_output(schema, completion.text)
+        except (ValidationError, ValueError) as exc:
+            problem = _short_error(exc)
+            log.warning("model %s gave invalid %s (attempt %d): %s", model, schema.__name__, attempt, problem)
+        else:
+            issue = check(value) if check else None
+            if issue is None:
+                return Structured(value, usage)
+            last_value, problem = value, issue
+            log.info("model %s answer needs a fix (attempt %d): %s", model, attempt, issue)
+        messages = [
+            *messages,
+            {"role": "assistant", "content": completion.text[:4000]},
+            {
+                "role": "user",
+                "content": f"That answer was not usable: {problem}. Reply again with only JSON that follows the "
+                "schema exactly.",
+            },
+        ]
+    if last_value is not None:
+        return Structured(last_value, usage)
+    raise InvalidResponse(f"model {model} gave invalid {schema.__name__} twice: {problem}", provider="openrouter")

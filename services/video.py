@@ -1,0 +1,161 @@
+"""Veo videos: submit once, expose the operation name at once, poll with backoff, fetch safely.
+
+The operation name is handed to ``on_operation`` the moment it is known, so a caller can store it
+before anything else happens; ``resume_operation`` polls an existing operation instead of paying for
+a new one. Transient poll failures do not abandon paid work: polling goes on until the deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from connectors import genai_connector
+from connectors.errors import ContentBlocked, RateLimited, UpstreamError, UpstreamUnavailable
+from services.character import CharacterProfile, character_prompt_note
+from services.config import service_config
+from services.images import check_image
+from services.prompts import clean_prompt
+from services.usage import Usage
+
+log = logging.getLogger(__name__)
+
+AspectRatio = Literal["16:9", "9:16"]
+ClipSeconds = Literal[4, 6, 8]
+POLL_GROWTH = 1.5
+
+
+class VideoRequest(BaseModel):
+    prompt: str
+    duration_seconds: ClipSeconds = 8
+    aspect_ratio: AspectRatio = "9:16"
+    image: bytes | None = None
+    negative_prompt: str | None = None
+    character: CharacterProfile | None = None
+
+
+class VideoProgress(BaseModel):
+    stage: Literal["submitted", "rendering", "downloading", "done"]
+    elapsed_seconds: float
+    polls: int = 0
+    operation_name: str | None = None
+
+
+class VideoResult(BaseModel):
+    video: bytes = Field(repr=False)
+    mime_type: str = "video/mp4"
+    operation_name: str
+    duration_seconds: int
+    usage: Usage
+
+
+class VideoFailed(UpstreamError):
+    """Veo finished the operation with an error instead of a video."""
+
+
+OnOperation = Callable[[str], Awaitable[None]]
+OnProgress = Callable[[VideoProgress], Awaitable[None]]
+
+
+def video_prompt(request: VideoRequest) -> str:
+    return request.prompt + character_prompt_note(request.character)
+
+
+def validate_video_request(request: VideoRequest) -> VideoRequest:
+    """Refuse bad input before the paid call: the prompt, and the image by content."""
+    config = service_config()
+    prompt = clean_prompt(request.prompt, what="video prompt", max_chars=config.max_prompt_chars)
+    if request.image is not None:
+        check_image(request.image, max_bytes=config.max_image_bytes, max_pixels=config.max_image_pixels)
+    return request.model_copy(update={"prompt": prompt})
+
+
+async def generate_video_from_payload(
+    request: VideoRequest,
+    *,
+    on_operation: OnOperation | None = None,
+    on_progress: OnProgress | None = None,
+    resume_operation: str | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> VideoResult:
+    """Generate (or resume) one Veo video and return its verified MP4 bytes."""
+    config = service_config()
+    started = time.monotonic()
+    request = validate_video_request(request)
+
+    async def report(stage: Literal["submitted", "rendering", "downloading", "done"], polls: int) -> None:
+        if on_progress is not None:
+            await on_progress(
+                VideoProgress(stage=stage, elapsed_seconds=time.monotonic() - started, polls=polls, operation_name=name)
+            )
+
+    if resume_operation:
+        name = resume_operation
+    else:
+        mime = "image/png"
+        if request.image is not None:
+            mime = check_image(
+                request.image, max_bytes=config.max_image_bytes, max_pixels=config.max_image_pixels
+            ).mime_type
+        name = await genai_connector.start_video(
+            model=config.video_model,
+            prompt=video_prompt(request),
+            duration_seconds=request.duration_seconds,
+            aspect_ratio=request.aspect_ratio,
+            image=request.image,
+            image_mime_type=mime,
+            negative_prompt=request.negative_prompt,
+        )
+        log.info("video operation started: %s", name)
+    if on_operation is not None:
+        await on_operation(name)
+    await report("submitted", 0)
+
+    delay = config.video_poll_initial_seconds
+    polls = 0
+    while True:
+        if time.monotonic() - started > config.video_deadline_seconds:
+            raise UpstreamUnavailable(
+                f"video operation {name} not done after {config.video_deadline_seconds:.0f} s",
+                provider=genai_connector.PROVIDER,
+                user_message="The video is taking much longer than usual. It will be delivered if it finishes.",
+            )
+        await sleep(delay)
+        delay = min(delay * POLL_GROWTH, config.video_poll_max_seconds)
+        polls += 1
+        try:
+            status = await genai_connector.poll_video(name)
+        except (UpstreamUnavailable, RateLimited) as exc:
+            log.warning("poll %d of %s failed, will poll again: %s", polls, name, exc)
+            continue
+        if not status.done:
+            await report("rendering", polls)
+            continue
+        break
+
+    if status.filtered_reasons:
+        raise ContentBlocked(
+            f"video filtered: {'; '.join(status.filtered_reasons)}",
+            provider=genai_connector.PROVIDER,
+            user_message="The video service's safety filter blocked this video. Try rewording the prompt.",
+        )
+    if status.error:
+        raise VideoFailed(
+            f"video operation {name} failed: {status.error}",
+            provider=genai_connector.PROVIDER,
+            user_message="The video service could not make this video. Please try again.",
+        )
+    await report("downloading", polls)
+    data = await genai_connector.fetch_video(status, max_bytes=config.video_max_bytes)
+    await report("done", polls)
+    return VideoResult(
+        video=data,
+        operation_name=name,
+        duration_seconds=request.duration_seconds,
+        usage=Usage(video_seconds=request.duration_seconds),
+    )
