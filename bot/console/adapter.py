@@ -1,0 +1,116 @@
+"""A terminal chat on the same commands: one command per line, replies printed, media saved.
+
+Interactive with a prompt on a terminal; with piped stdin it reads every line to EOF and answers
+each in turn, which is what scripts and the README's one-liner use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import sys
+import uuid
+from pathlib import Path
+from typing import TextIO
+
+from bot.core.context import ChatRef, IncomingImage, Invocation, UserRef
+from bot.core.dispatcher import ChatCore
+from bot.core.replies import Reply
+
+CONSOLE_USER = UserRef(platform="console", id="local", name="you")
+CONSOLE_CHAT = ChatRef(platform="console", id="local")
+
+
+class ConsoleResponder:
+    def __init__(self, out: TextIO, media_dir: Path) -> None:
+        self.out = out
+        self.media_dir = media_dir
+
+    async def show_progress(self, text: str) -> None:
+        print(f"  … {text}", file=self.out, flush=True)
+
+    async def deliver(self, reply: Reply) -> None:
+        print(reply.text, file=self.out)
+        for media in reply.media:
+            self.media_dir.mkdir(parents=True, exist_ok=True)
+            path = self.media_dir / f"{uuid.uuid4().hex[:8]}-{media.filename}"
+            await asyncio.to_thread(path.write_bytes, media.data)
+            print(f"  [{media.kind} saved: {path}]", file=self.out)
+        print(file=self.out, flush=True)
+
+
+def _file_image(path: Path) -> IncomingImage:
+    async def read() -> bytes:
+        return await asyncio.to_thread(path.read_bytes)
+
+    return IncomingImage(filename=path.name, read=read, size=path.stat().st_size)
+
+
+def parse_line(core: ChatCore, line: str) -> Invocation | None:
+    """``/cmd args`` → an invocation; for commands that take an image, ``image=PATH`` or a first word
+    that is an existing file is read as the upload."""
+    line = line.strip()
+    if not line:
+        return None
+    if not line.startswith("/"):
+        line = "/help " if line in ("help", "?") else line
+        if not line.startswith("/"):
+            return Invocation(command="help", user=CONSOLE_USER, chat=CONSOLE_CHAT, text="")
+    name, _, rest = line[1:].partition(" ")
+    command = core.commands.get(name)
+    image = None
+    if command is not None and command.image_option is not None:
+        words = rest.split(maxsplit=1)
+        candidate = None
+        if words and words[0].startswith("image="):
+            candidate = words[0].removeprefix("image=")
+        elif words and Path(_unquote(words[0])).expanduser().is_file():
+            candidate = words[0]
+        if candidate is not None:
+            path = Path(_unquote(candidate)).expanduser()
+            if not path.is_file():
+                return Invocation(command=name, user=CONSOLE_USER, chat=CONSOLE_CHAT, text=rest)
+            image = _file_image(path)
+            rest = words[1] if len(words) > 1 else ""
+    return Invocation(command=name.lower(), user=CONSOLE_USER, chat=CONSOLE_CHAT, text=rest, image=image)
+
+
+def _unquote(word: str) -> str:
+    try:
+        parts = shlex.split(word)
+    except ValueError:
+        return word
+    return parts[0] if parts else word
+
+
+async def run_console(core: ChatCore, media_dir: Path, stdin: TextIO | None = None, out: TextIO | None = None) -> int:
+    """Serve commands from ``stdin`` until EOF or /quit; returns the number of commands handled."""
+    stdin = stdin or sys.stdin
+    out = out or sys.stdout
+    responder = ConsoleResponder(out, media_dir)
+    interactive = stdin.isatty()
+    if interactive:
+        print("Reelwright console. Type /help, or /quit to leave.", file=out, flush=True)
+    handled = 0
+    while True:
+        if interactive:
+            line = await asyncio.to_thread(_prompt)
+        else:
+            line = await asyncio.to_thread(stdin.readline)
+        if line is None or (not interactive and line == ""):
+            break
+        if line.strip() in ("/quit", "/exit"):
+            break
+        invocation = parse_line(core, line)
+        if invocation is None:
+            continue
+        await core.handle(invocation, responder)
+        handled += 1
+    return handled
+
+
+def _prompt() -> str | None:
+    try:
+        return input("reelwright> ")
+    except EOFError:
+        return None

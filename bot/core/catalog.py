@@ -1,0 +1,408 @@
+"""Reelwright's chat commands, declared once: name, help, typed options and handler.
+
+Handlers only call services and turn results into a ``Reply``; parsing, progress, errors and the
+sandbox label are the chat core's job.
+"""
+
+from __future__ import annotations
+
+from bot.core.commands import Command, CommandSet, Option, OptionKind
+from bot.core.context import CommandContext
+from bot.core.rendering import (
+    character_blocks,
+    free_content_blocks,
+    meme_blocks,
+    story_blocks,
+    story_document,
+    story_sets_blocks,
+    trend_blocks,
+)
+from bot.core.replies import Media, Reply
+from connectors.errors import UserInputError
+from services.character import CharacterProfile, analyze_character_from_image
+from services.free_content import KIND_GUIDES, generate_free_content
+from services.meme import MAX_MEMES, generate_meme_segments
+from services.memory import UserMemory
+from services.story import (
+    MAX_LONG_SEGMENTS,
+    MAX_SEGMENTS,
+    MAX_SETS,
+    StoryRequest,
+    generate_story_segments,
+    generate_story_segments_chunked,
+    generate_story_segments_in_sets,
+)
+from services.thumbnail import ThumbnailRequest, generate_thumbnail_image
+from services.trends import MAX_IDEAS, generate_trending_ideas
+from services.video import VideoProgress, VideoRequest, generate_video_from_payload
+
+LONG_STORY_DOCUMENT_AFTER = 12
+
+
+def _character_option(what: str) -> Option:
+    return Option(
+        "character", OptionKind.TEXT, f"a character analysed with /character, by name, to keep {what}", max_length=60
+    )
+
+
+def _style_option() -> Option:
+    return Option("style", OptionKind.TEXT, 'tone or visual style, e.g. "dark fantasy"', max_length=120)
+
+
+class ReelwrightCommands:
+    """Handlers with the per-user memory they share (characters, the last story)."""
+
+    def __init__(self, memory: UserMemory) -> None:
+        self.memory = memory
+
+    def character_for(self, ctx: CommandContext) -> CharacterProfile | None:
+        name = ctx.args.get("character")
+        if not name:
+            return None
+        profile = self.memory.character(ctx.user.key, name)
+        if profile is None:
+            known = ", ".join(self.memory.character_names(ctx.user.key)) or "none yet"
+            raise UserInputError(f"I don't know a character called {name!r} (yours: {known}). Use /character first.")
+        return profile
+
+    def _story_request(self, ctx: CommandContext) -> StoryRequest:
+        return StoryRequest(
+            idea=ctx.args["idea"],
+            segments=ctx.args["segments"],
+            style=ctx.args.get("style"),
+            character=self.character_for(ctx),
+        )
+
+    async def story(self, ctx: CommandContext) -> Reply:
+        request = self._story_request(ctx)
+        await ctx.progress("✍️ Writing your story…", force=True)
+        story = await generate_story_segments(request)
+        self.memory.remember_story(ctx.user.key, story)
+        return Reply(blocks=story_blocks(story), result=story)
+
+    async def longstory(self, ctx: CommandContext) -> Reply:
+        request = self._story_request(ctx)
+        await ctx.progress(
+            f"🗺️ Planning a {request.segments}-segment story, then writing its parts at once…", force=True
+        )
+        story = await generate_story_segments_chunked(request)
+        self.memory.remember_story(ctx.user.key, story)
+        media = []
+        if len(story.segments) > LONG_STORY_DOCUMENT_AFTER:
+            media.append(Media("document", story_document(story), "story.json", "The whole story", "application/json"))
+        return Reply(blocks=story_blocks(story), media=media, result=story)
+
+    async def storysets(self, ctx: CommandContext) -> Reply:
+        request = self._story_request(ctx)
+        await ctx.progress(f"✍️ Writing {ctx.args['sets']} alternative takes at once…", force=True)
+        sets = await generate_story_segments_in_sets(request, sets=ctx.args["sets"])
+        if sets.sets:
+            self.memory.remember_story(ctx.user.key, sets.sets[0])
+        return Reply(blocks=story_sets_blocks(sets), result=sets)
+
+    async def meme(self, ctx: CommandContext) -> Reply:
+        await ctx.progress("😂 Cooking up a meme…", force=True)
+        meme = await generate_meme_segments(ctx.args["topic"], count=ctx.args["count"], tone=ctx.args.get("tone"))
+        return Reply(blocks=meme_blocks(meme), result=meme)
+
+    async def write(self, ctx: CommandContext) -> Reply:
+        await ctx.progress("✍️ Writing…", force=True)
+        content = await generate_free_content(ctx.args["brief"], kind=ctx.args["kind"])
+        return Reply(blocks=free_content_blocks(content), result=content)
+
+    async def trends(self, ctx: CommandContext) -> Reply:
+        await ctx.progress("📈 Looking for trends…", force=True)
+        report = await generate_trending_ideas(ctx.args["niche"], count=ctx.args["count"])
+        return Reply(blocks=trend_blocks(report), result=report)
+
+    async def character(self, ctx: CommandContext) -> Reply:
+        if ctx.image is None:
+            raise UserInputError("Send an image with /character (as the caption, or reply to the image).")
+        await ctx.progress("🔍 Looking at your character…", force=True)
+        data = await ctx.image.read()
+        analysis = await analyze_character_from_image(data, name=ctx.args.get("name"))
+        self.memory.remember_character(ctx.user.key, analysis.profile)
+        return Reply(blocks=character_blocks(analysis), result=analysis)
+
+    async def video(self, ctx: CommandContext) -> Reply:
+        prompt: str | None = ctx.args.get("prompt")
+        duration = int(ctx.args["duration"]) if ctx.args.get("duration") else None
+        segment_number: int | None = ctx.args.get("segment")
+        if segment_number is not None:
+            story = self.memory.last_story(ctx.user.key)
+            if story is None:
+                raise UserInputError("segment= refers to your last story, and you have none yet. Use /story first.")
+            if segment_number > len(story.segments):
+                raise UserInputError(
+                    f"Your last story has {len(story.segments)} segments; there is no {segment_number}."
+                )
+            segment = story.segments[segment_number - 1]
+            prompt = f"{segment.visual_prompt} {prompt or ''}".strip()
+            duration = duration or segment.duration_seconds
+        if not prompt:
+            raise UserInputError("Describe the video, or give segment=N of your last story.")
+        image = await ctx.image.read() if ctx.image is not None else None
+        request = VideoRequest(
+            prompt=prompt,
+            duration_seconds=duration or 8,
+            aspect_ratio=ctx.args["aspect"],
+            image=image,
+            character=self.character_for(ctx),
+        )
+        await ctx.progress("🎬 Sending your video to the studio…", force=True)
+
+        async def on_progress(progress: VideoProgress) -> None:
+            text = {
+                "submitted": "🎬 The video is queued at the studio…",
+                "rendering": f"🎞️ Rendering… {progress.elapsed_seconds:.0f} s so far (videos take 1-3 minutes)",
+                "downloading": "📥 Fetching the finished video…",
+                "done": "✅ Video ready",
+            }[progress.stage]
+            await ctx.progress(text, force=progress.stage != "rendering")
+
+        result = await generate_video_from_payload(request, on_progress=on_progress)
+        caption = f"🎬 {request.duration_seconds} s · {request.aspect_ratio}"
+        return Reply(
+            blocks=[caption],
+            media=[Media("video", result.video, "reelwright.mp4", caption, result.mime_type)],
+            result=None,
+        )
+
+    async def thumbnail(self, ctx: CommandContext) -> Reply:
+        title: str | None = ctx.args.get("title")
+        summary = None
+        story = self.memory.last_story(ctx.user.key)
+        if not title:
+            if story is None:
+                raise UserInputError("Give the video's title, e.g. /thumbnail How I trained a dragon")
+            title = story.title
+            summary = " ".join(seg.narration for seg in story.segments[:3])
+        await ctx.progress("🖼️ Drawing your thumbnail…", force=True)
+        thumbnail = await generate_thumbnail_image(
+            ThumbnailRequest(
+                title=title, story_summary=summary, aspect_ratio=ctx.args["aspect"], character=self.character_for(ctx)
+            )
+        )
+        extension = "jpg" if "jpeg" in thumbnail.mime_type else "png"
+        caption = f"🖼️ {title}"
+        return Reply(
+            blocks=[caption],
+            media=[Media("image", thumbnail.image, f"thumbnail.{extension}", caption, thumbnail.mime_type)],
+        )
+
+
+def build_commands(memory: UserMemory | None = None) -> CommandSet:
+    """The catalogue every adapter registers."""
+    handlers = ReelwrightCommands(memory or UserMemory())
+    commands = CommandSet()
+    segments = Option(
+        "segments",
+        OptionKind.INTEGER,
+        f"number of clips (1-{MAX_SEGMENTS})",
+        default=5,
+        min_value=1,
+        max_value=MAX_SEGMENTS,
+    )
+    idea = Option("idea", OptionKind.TEXT, "what the story is about", required=True, rest=True)
+    commands.add(
+        Command(
+            "story",
+            "Story as video segments",
+            "Write a story split into 4-8 s video clips with narration and shots.",
+            (idea, segments, _style_option(), _character_option("the hero consistent")),
+            handlers.story,
+            example="/story a dragon learns to fly segments=6",
+        )
+    )
+    commands.add(
+        Command(
+            "longstory",
+            "Long story, planned then written in parts",
+            "Write a long story (up to 60 clips): an outline first, then its parts at once.",
+            (
+                idea,
+                Option(
+                    "segments",
+                    OptionKind.INTEGER,
+                    f"number of clips (6-{MAX_LONG_SEGMENTS})",
+                    default=24,
+                    min_value=6,
+                    max_value=MAX_LONG_SEGMENTS,
+                ),
+                _style_option(),
+                _character_option("the hero consistent"),
+            ),
+            handlers.longstory,
+            example="/longstory a heist on the moon segments=40",
+            long_running=True,
+        )
+    )
+    commands.add(
+        Command(
+            "storysets",
+            "Alternative takes on one idea",
+            "Write several alternative stories for the same idea.",
+            (
+                idea,
+                Option(
+                    "sets",
+                    OptionKind.INTEGER,
+                    f"how many takes (2-{MAX_SETS})",
+                    default=3,
+                    min_value=2,
+                    max_value=MAX_SETS,
+                ),
+                Option("segments", OptionKind.INTEGER, "clips per take (1-8)", default=4, min_value=1, max_value=8),
+                _style_option(),
+                _character_option("the hero consistent"),
+            ),
+            handlers.storysets,
+            example="/storysets a cat opens a bakery sets=3",
+            long_running=True,
+        )
+    )
+    commands.add(
+        Command(
+            "meme",
+            "Meme script",
+            "Write a meme script: setup, punchline, caption and visual per beat.",
+            (
+                Option("topic", OptionKind.TEXT, "what the meme is about", required=True, rest=True),
+                Option(
+                    "count",
+                    OptionKind.INTEGER,
+                    f"number of beats (1-{MAX_MEMES})",
+                    default=3,
+                    min_value=1,
+                    max_value=MAX_MEMES,
+                ),
+                Option("tone", OptionKind.TEXT, "e.g. wholesome, absurd, dry", max_length=60),
+            ),
+            handlers.meme,
+            example="/meme mondays at a startup count=3",
+        )
+    )
+    commands.add(
+        Command(
+            "write",
+            "Free-form copy",
+            "Write copy of any kind: caption, script, hashtags, title, hook, or anything.",
+            (
+                Option("brief", OptionKind.TEXT, "what to write about", required=True, rest=True),
+                Option(
+                    "kind",
+                    OptionKind.TEXT,
+                    f"e.g. {', '.join(KIND_GUIDES)} (or any other kind)",
+                    default="caption",
+                    max_length=40,
+                ),
+            ),
+            handlers.write,
+            example="/write kind=hashtags a vegan ramen recipe",
+        )
+    )
+    commands.add(
+        Command(
+            "trends",
+            "Trending ideas for a niche",
+            "Suggest trending video ideas, each with a hook, angle and why now.",
+            (
+                Option(
+                    "niche", OptionKind.TEXT, "your niche, e.g. home workouts", required=True, rest=True, max_length=200
+                ),
+                Option(
+                    "count",
+                    OptionKind.INTEGER,
+                    f"number of ideas (1-{MAX_IDEAS})",
+                    default=5,
+                    min_value=1,
+                    max_value=MAX_IDEAS,
+                ),
+            ),
+            handlers.trends,
+            example="/trends indie game dev count=5",
+        )
+    )
+    commands.add(
+        Command(
+            "character",
+            "Analyse a character image",
+            "Analyse the character in an image and remember it for later.",
+            (
+                Option("image", OptionKind.IMAGE, "the character image", required=True),
+                Option("name", OptionKind.TEXT, "a name to remember it by", rest=True, max_length=60),
+            ),
+            handlers.character,
+            example="/character Captain Whiskers (with an image)",
+            upload_action="typing",
+        )
+    )
+    commands.add(
+        Command(
+            "video",
+            "Video from a prompt",
+            "Make a 4-8 s video with Veo from a prompt, a story segment or an image.",
+            (
+                Option("prompt", OptionKind.TEXT, "what happens in the video", rest=True),
+                Option("duration", OptionKind.CHOICE, "seconds: 4, 6 or 8", choices=("4", "6", "8")),
+                Option(
+                    "aspect", OptionKind.CHOICE, "9:16 (vertical) or 16:9", default="9:16", choices=("9:16", "16:9")
+                ),
+                Option(
+                    "segment",
+                    OptionKind.INTEGER,
+                    "use segment N of your last story",
+                    min_value=1,
+                    max_value=MAX_LONG_SEGMENTS,
+                ),
+                _character_option("the character consistent"),
+                Option("image", OptionKind.IMAGE, "a first frame to animate"),
+            ),
+            handlers.video,
+            example="/video a cat surfing at sunset duration=8 aspect=9:16",
+            long_running=True,
+            upload_action="upload_video",
+        )
+    )
+    commands.add(
+        Command(
+            "thumbnail",
+            "Thumbnail image",
+            "Draw a thumbnail for a title (or your last story).",
+            (
+                Option("title", OptionKind.TEXT, "the video's title (default: your last story)", rest=True),
+                Option(
+                    "aspect", OptionKind.CHOICE, "16:9, 9:16 or 1:1", default="16:9", choices=("16:9", "9:16", "1:1")
+                ),
+                _character_option("the character consistent"),
+            ),
+            handlers.thumbnail,
+            example="/thumbnail I survived 24 hours in a library",
+            long_running=True,
+            upload_action="upload_photo",
+        )
+    )
+
+    async def show_help(ctx: CommandContext) -> Reply:
+        topic = (ctx.args.get("command") or "").lstrip("/").strip().lower()
+        if topic:
+            command = commands.get(topic)
+            if command is None:
+                raise UserInputError(f"There is no /{topic}. Send /help for the list.")
+            return Reply(blocks=[command.help_text()])
+        lines = ["🎬 Reelwright turns ideas into short-video material. Commands:"]
+        lines += [f"/{c.name}: {c.summary}" for c in commands]
+        lines.append("Send /help <command> for its options.")
+        return Reply(blocks=["\n".join(lines)])
+
+    commands.add(
+        Command(
+            "help",
+            "What the bot can do",
+            "List the commands, or explain one.",
+            (Option("command", OptionKind.TEXT, "a command to explain", rest=True, max_length=40),),
+            show_help,
+            example="/help story",
+        )
+    )
+    return commands

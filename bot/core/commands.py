@@ -1,0 +1,189 @@
+"""Commands are declared once here (name, help, typed options, handler); every adapter derives
+its platform registration (Telegram setMyCommands, Discord app commands, console help) from these
+declarations, and text arguments are parsed and validated here, not in any adapter.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from connectors.errors import UserInputError
+
+if TYPE_CHECKING:
+    from bot.core.context import CommandContext
+    from bot.core.replies import Reply
+
+
+class OptionKind(Enum):
+    TEXT = "text"
+    INTEGER = "integer"
+    CHOICE = "choice"
+    IMAGE = "image"
+
+
+@dataclass(frozen=True)
+class Option:
+    """One typed command option. ``rest`` marks the free text after the command (the prompt)."""
+
+    name: str
+    kind: OptionKind
+    help: str
+    required: bool = False
+    default: Any = None
+    min_value: int | None = None
+    max_value: int | None = None
+    choices: tuple[str, ...] = ()
+    rest: bool = False
+    max_length: int | None = None
+
+    def convert(self, raw: Any) -> Any:
+        """Turn a raw value (text from a chat line, or a typed value from Discord) into a valid one."""
+        if self.kind is OptionKind.INTEGER:
+            try:
+                value = int(str(raw).strip())
+            except ValueError:
+                raise UserInputError(f"{self.name} must be a whole number (got {raw!r}).") from None
+            if (self.min_value is not None and value < self.min_value) or (
+                self.max_value is not None and value > self.max_value
+            ):
+                raise UserInputError(
+                    f"{self.name} must be between {self.min_value} and {self.max_value} (got {value})."
+                )
+            return value
+        if self.kind is OptionKind.CHOICE:
+            choice = str(raw).strip().lower()
+            if choice not in self.choices:
+                raise UserInputError(f"{self.name} must be one of {', '.join(self.choices)} (got {raw!r}).")
+            return choice
+        if self.kind is OptionKind.TEXT:
+            text = " ".join(str(raw).split())
+            if self.max_length is not None and len(text) > self.max_length:
+                raise UserInputError(f"{self.name} is {len(text)} characters; the limit is {self.max_length}.")
+            return text
+        return raw
+
+
+Handler = Callable[["CommandContext"], Awaitable["Reply"]]
+
+
+@dataclass(frozen=True)
+class Command:
+    """A chat command, the same on every platform."""
+
+    name: str
+    summary: str
+    description: str
+    options: tuple[Option, ...]
+    handler: Handler
+    example: str = ""
+    long_running: bool = False
+    admin_only: bool = False
+    upload_action: str = "typing"
+    upstream: str | None = "text"
+
+    @property
+    def rest_option(self) -> Option | None:
+        return next((opt for opt in self.options if opt.rest), None)
+
+    @property
+    def image_option(self) -> Option | None:
+        return next((opt for opt in self.options if opt.kind is OptionKind.IMAGE), None)
+
+    def option(self, name: str) -> Option | None:
+        return next((opt for opt in self.options if opt.name == name), None)
+
+    def usage(self) -> str:
+        """One line of usage, e.g. ``/story <idea> [segments=1-12] [style=...]``."""
+        parts = [f"/{self.name}"]
+        for opt in self.options:
+            if opt.rest:
+                parts.append(f"<{opt.name}>" if opt.required else f"[{opt.name}]")
+            elif opt.kind is OptionKind.IMAGE:
+                parts.append("(attach an image)" if opt.required else "[attach an image]")
+            else:
+                if opt.kind is OptionKind.INTEGER:
+                    shape = f"{opt.min_value}-{opt.max_value}"
+                elif opt.kind is OptionKind.CHOICE:
+                    shape = "|".join(opt.choices)
+                else:
+                    shape = "..."
+                parts.append(f"{opt.name}={shape}" if opt.required else f"[{opt.name}={shape}]")
+        return " ".join(parts)
+
+    def help_text(self) -> str:
+        lines = [f"/{self.name}: {self.description}", f"Usage: {self.usage()}"]
+        lines += [f"  {opt.name}: {opt.help}" for opt in self.options]
+        if self.example:
+            lines.append(f"Example: {self.example}")
+        return "\n".join(lines)
+
+
+@dataclass
+class CommandSet:
+    """The ordered catalogue adapters register from."""
+
+    commands: dict[str, Command] = field(default_factory=dict)
+
+    def add(self, command: Command) -> None:
+        if command.name in self.commands:
+            raise ValueError(f"command /{command.name} declared twice")
+        self.commands[command.name] = command
+
+    def get(self, name: str) -> Command | None:
+        return self.commands.get(name.lower())
+
+    def __iter__(self) -> Any:
+        return iter(self.commands.values())
+
+
+_KEY_VALUE = re.compile(r"(?<!\S)([A-Za-z_]+)=(\"[^\"]*\"|'[^']*'|\S+)")
+
+
+def parse_text_arguments(command: Command, text: str) -> dict[str, Any]:
+    """Parse ``a dragon learns to fly segments=8 style="dark fantasy"`` for ``command``.
+
+    ``name=value`` pairs whose name is one of the command's options become options; anything else,
+    including ``x=y`` that is not an option name, stays in the free text.
+    """
+    raw: dict[str, Any] = {}
+
+    def take(match: re.Match[str]) -> str:
+        key = match.group(1).lower()
+        option = command.option(key)
+        if option is None or option.rest or option.kind is OptionKind.IMAGE:
+            return match.group(0)
+        if key in raw:
+            raise UserInputError(f"{key} is given twice.")
+        raw[key] = match.group(2).strip("\"'")
+        return " "
+
+    rest = " ".join(_KEY_VALUE.sub(take, text or "").split())
+    rest_option = command.rest_option
+    if rest_option is not None and rest:
+        raw[rest_option.name] = rest
+    elif rest:
+        raise UserInputError(f"/{command.name} takes no free text (got {rest[:40]!r}).")
+    return raw
+
+
+def validate_arguments(command: Command, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Convert and check every option; fill defaults; name the first problem found."""
+    values: dict[str, Any] = {}
+    for opt in command.options:
+        if opt.kind is OptionKind.IMAGE:
+            continue
+        given = raw.get(opt.name)
+        if given is None or (isinstance(given, str) and not given.strip()):
+            if opt.required:
+                raise UserInputError(f"Missing {opt.name}: {opt.help}")
+            values[opt.name] = opt.default
+            continue
+        values[opt.name] = opt.convert(given)
+    unknown = set(raw) - {opt.name for opt in command.options}
+    if unknown:
+        raise UserInputError(f"/{command.name} has no option {', '.join(sorted(unknown))}.")
+    return values

@@ -1,0 +1,76 @@
+"""Who asked, where to answer, and the per-command context a handler receives."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.core.commands import Command
+
+
+@dataclass(frozen=True)
+class UserRef:
+    platform: str
+    id: str
+    name: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.platform}:{self.id}"
+
+
+@dataclass(frozen=True)
+class ChatRef:
+    """A platform-neutral delivery address (Telegram chat id, Discord channel id, the console)."""
+
+    platform: str
+    id: str
+    is_private: bool = True
+
+
+@dataclass(frozen=True)
+class IncomingImage:
+    """An uploaded file, read only when a handler needs it (downloads cost time and memory)."""
+
+    filename: str
+    read: Callable[[], Awaitable[bytes]]
+    size: int | None = None
+    content_type: str | None = None
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One command as an adapter received it: raw text (Telegram, console) or typed options (Discord)."""
+
+    command: str
+    user: UserRef
+    chat: ChatRef
+    text: str | None = None
+    options: dict[str, Any] | None = None
+    image: IncomingImage | None = None
+
+
+ProgressSink = Callable[[str], Awaitable[None]]
+
+
+@dataclass
+class CommandContext:
+    command: Command
+    args: dict[str, Any]
+    user: UserRef
+    chat: ChatRef
+    image: IncomingImage | None
+    correlation_id: str
+    _progress: ProgressSink
+    progress_interval: float = 3.0
+    _last_progress: float = field(default=float("-inf"))
+
+    async def progress(self, text: str, *, force: bool = False) -> None:
+        """Show a status line; throttled so a platform's edit limits are never hit."""
+        now = time.monotonic()
+        if not force and now - self._last_progress < self.progress_interval:
+            return
+        self._last_progress = now
+        await self._progress(text)

@@ -1,0 +1,126 @@
+"""The chat core: one place that turns an invocation into exactly one final reply.
+
+Parsing, validation, progress, error rendering and the sandbox label live here, wrapped around
+every handler, so adapters only translate platform events in and replies out. Middlewares (quota,
+rate limits, metrics) plug in around the handler without touching it.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+from bot.core.commands import CommandSet, OptionKind, parse_text_arguments, validate_arguments
+from bot.core.context import CommandContext, Invocation
+from bot.core.replies import Reply
+from connectors.errors import ReelwrightError, UserInputError
+
+log = logging.getLogger(__name__)
+
+SANDBOX_FOOTER = "🧪 Sandbox output: no AI key is configured, so a local fake upstream produced this."
+
+
+class Responder(Protocol):
+    """What an adapter provides for one command: a progress line and the final delivery."""
+
+    async def show_progress(self, text: str) -> None: ...
+
+    async def deliver(self, reply: Reply) -> None: ...
+
+
+Next = Callable[[CommandContext], Awaitable[Reply]]
+Middleware = Callable[[CommandContext, Next], Awaitable[Reply]]
+
+
+class ChatCore:
+    def __init__(
+        self,
+        commands: CommandSet,
+        *,
+        sandbox_upstreams: frozenset[str] = frozenset(),
+        middlewares: Sequence[Middleware] = (),
+        progress_interval: float = 3.0,
+    ) -> None:
+        self.commands = commands
+        self.sandbox_upstreams = sandbox_upstreams
+        self.middlewares = list(middlewares)
+        self.progress_interval = progress_interval
+
+    async def handle(self, invocation: Invocation, responder: Responder) -> Reply:
+        """Run one command and deliver its single final answer; never raises."""
+        correlation_id = uuid.uuid4().hex[:8]
+        reply = await self._run(invocation, responder, correlation_id)
+        command = self.commands.get(invocation.command)
+        if command is not None and command.upstream in self.sandbox_upstreams and not reply.is_error:
+            reply.footer = SANDBOX_FOOTER
+        try:
+            await responder.deliver(reply)
+        except Exception:
+            log.exception("[%s] delivering /%s failed", correlation_id, invocation.command)
+            if not reply.is_error:
+                fallback = Reply.error(f"The result could not be delivered here (ref {correlation_id}).")
+                try:
+                    await responder.deliver(fallback)
+                except Exception:
+                    log.exception("[%s] delivering the error message failed too", correlation_id)
+                return fallback
+        return reply
+
+    async def _run(self, invocation: Invocation, responder: Responder, correlation_id: str) -> Reply:
+        command = self.commands.get(invocation.command)
+        if command is None:
+            return Reply.error(f"Unknown command /{invocation.command}. Send /help to see what I can do.")
+        try:
+            raw = dict(invocation.options or {})
+            if invocation.text is not None:
+                raw.update(parse_text_arguments(command, invocation.text))
+            args = validate_arguments(command, raw)
+            image_option = command.image_option
+            if image_option is not None and image_option.required and invocation.image is None:
+                raise UserInputError(f"/{command.name} needs an image. {command.usage()}")
+        except UserInputError as exc:
+            return Reply.error(f"{exc.user_message}\nUsage: {command.usage()}")
+        context = CommandContext(
+            command=command,
+            args=args,
+            user=invocation.user,
+            chat=invocation.chat,
+            image=invocation.image if command.image_option is not None else None,
+            correlation_id=correlation_id,
+            _progress=responder.show_progress,
+            progress_interval=self.progress_interval,
+        )
+        log.info("[%s] /%s from %s", correlation_id, command.name, invocation.user.key)
+        try:
+            return await self._call(context)
+        except UserInputError as exc:
+            return Reply.error(exc.user_message)
+        except ReelwrightError as exc:
+            log.warning("[%s] /%s failed: %s: %s", correlation_id, command.name, type(exc).__name__, exc)
+            return Reply.error(exc.user_message)
+        except Exception:
+            log.exception("[%s] /%s crashed", correlation_id, command.name)
+            return Reply.error(f"Something went wrong on my side (ref {correlation_id}). Please try again.")
+
+    async def _call(self, context: CommandContext) -> Reply:
+        async def innermost(ctx: CommandContext) -> Reply:
+            return await ctx.command.handler(ctx)
+
+        call: Next = innermost
+        for middleware in reversed(self.middlewares):
+            call = _bind(middleware, call)
+        return await call(context)
+
+
+def _bind(middleware: Middleware, following: Next) -> Next:
+    async def bound(ctx: CommandContext) -> Reply:
+        return await middleware(ctx, following)
+
+    return bound
+
+
+def has_image_option(commands: CommandSet, name: str) -> bool:
+    command = commands.get(name)
+    return command is not None and any(opt.kind is OptionKind.IMAGE for opt in command.options)

@@ -1,0 +1,63 @@
+"""How results read in chat: plain text blocks, one block per segment or idea, so adapters can
+split long answers between blocks and never inside one."""
+
+from __future__ import annotations
+
+import json
+
+from services.character import CharacterAnalysis
+from services.free_content import FreeContent
+from services.meme import MemeScript
+from services.story import Story, StorySets
+from services.trends import TrendReport
+
+
+def story_blocks(story: Story, heading: str = "🎬") -> list[str]:
+    blocks = [f"{heading} {story.title}\n{len(story.segments)} segments · {story.total_seconds} s"]
+    for segment in story.segments:
+        blocks.append(
+            f"{segment.number}. [{segment.duration_seconds} s] {segment.narration}\n   🎥 {segment.visual_prompt}"
+        )
+    return blocks
+
+
+def story_sets_blocks(sets: StorySets) -> list[str]:
+    blocks = [f"🎬 {len(sets.sets)} takes on: {sets.idea}"]
+    for number, story in enumerate(sets.sets, start=1):
+        blocks.extend(story_blocks(story, heading=f"Take {number}:"))
+    return blocks
+
+
+def meme_blocks(meme: MemeScript) -> list[str]:
+    blocks = [f"😂 {meme.title}"]
+    for number, seg in enumerate(meme.segments, start=1):
+        blocks.append(f"{number}. {seg.setup}\n   → {seg.punchline}\n   🅰️ {seg.caption}\n   🎥 {seg.visual_prompt}")
+    return blocks
+
+
+def free_content_blocks(content: FreeContent) -> list[str]:
+    return [f"✍️ {content.kind.capitalize()}", content.content]
+
+
+def trend_blocks(report: TrendReport) -> list[str]:
+    blocks = [f"📈 Trending ideas: {report.niche}"]
+    for number, idea in enumerate(report.ideas, start=1):
+        blocks.append(
+            f"{number}. {idea.title}\n   Hook: {idea.hook}\n   Angle: {idea.angle}\n   Why now: {idea.why_now}"
+        )
+    return blocks
+
+
+def character_blocks(analysis: CharacterAnalysis) -> list[str]:
+    profile = analysis.profile
+    return [
+        f"🧑‍🎨 {profile.name}: {profile.summary}",
+        f"Appearance: {profile.appearance}\nPersonality: {profile.personality}\nStyle: {profile.art_style}",
+        f"Visual description (reused in later prompts):\n{profile.visual_description}",
+        f"Use it with character={profile.name} in /story, /video and /thumbnail.",
+    ]
+
+
+def story_document(story: Story) -> bytes:
+    """The whole story as JSON, for platforms where it does not fit in messages."""
+    return json.dumps(story.model_dump(exclude={"usage"}), ensure_ascii=False, indent=2).encode()

@@ -1,0 +1,113 @@
+"""The composition root: settings in, connectors and services configured, the chat core built,
+and everything closed again in reverse order at shutdown.
+
+With no AI key the bot serves the sandbox upstream: the loopback fakes shipped in ``bot.sandbox``,
+started in this process, and every reply they produced is labelled as sandbox output.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+
+from bot.core.catalog import build_commands
+from bot.core.dispatcher import ChatCore
+from bot.sandbox.fake_genai import FakeGenAI
+from bot.sandbox.fake_openrouter import FakeOpenRouter
+from connectors import genai_connector, openai_connector
+from connectors.genai_connector import GenAIConfig
+from connectors.openai_connector import OpenRouterConfig
+from connectors.settings import Settings
+from services.config import ServiceConfig, configure_services
+from services.memory import UserMemory
+
+log = logging.getLogger(__name__)
+
+SANDBOX_KEY = "sandbox-key"
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    core: ChatCore
+    sandbox_upstreams: frozenset[str]
+    stack: AsyncExitStack = field(default_factory=AsyncExitStack)
+
+    async def close(self) -> None:
+        await self.stack.aclose()
+
+
+async def start_runtime(settings: Settings) -> Runtime:
+    """Configure every layer from ``settings``; the returned runtime owns what must be closed."""
+    stack = AsyncExitStack()
+    sandbox: set[str] = set()
+    openrouter_key = settings.openrouter_api_key.get_secret_value() if settings.openrouter_api_key else None
+    openrouter_url = str(settings.openrouter_base_url).rstrip("/")
+    if openrouter_key is None:
+        fake_text = FakeOpenRouter()
+        openrouter_url = await fake_text.start()
+        stack.push_async_callback(fake_text.stop)
+        openrouter_key = SANDBOX_KEY
+        sandbox.add("text")
+        log.warning("OPENROUTER_API_KEY is not set: text commands use the SANDBOX upstream at %s", openrouter_url)
+
+    google_key = settings.google_api_key.get_secret_value() if settings.google_api_key else None
+    genai_url = str(settings.genai_base_url).rstrip("/") if settings.genai_base_url else None
+    enterprise = settings.genai_enterprise
+    poll_initial, poll_max = settings.video_poll_initial_seconds, settings.video_poll_max_seconds
+    if settings.media_sandbox:
+        fake_media = FakeGenAI(video_seconds=3.0)
+        genai_url = await fake_media.start()
+        stack.push_async_callback(fake_media.stop)
+        google_key, enterprise = SANDBOX_KEY, False
+        poll_initial, poll_max = 1.0, 2.0
+        sandbox.add("media")
+        log.warning("GOOGLE_API_KEY is not set: video and thumbnail commands use the SANDBOX upstream at %s", genai_url)
+
+    openai_connector.configure_openai(
+        OpenRouterConfig(
+            api_key=openrouter_key,
+            base_url=openrouter_url,
+            timeout_seconds=settings.text_timeout_seconds,
+            max_retries=settings.text_max_retries,
+            site_url=settings.openrouter_site_url,
+            app_name=settings.openrouter_app_name,
+        )
+    )
+    stack.push_async_callback(openai_connector.close_openai_client)
+    genai_connector.configure_genai(
+        GenAIConfig(
+            api_key=google_key,
+            base_url=genai_url,
+            enterprise=enterprise,
+            project=settings.google_cloud_project,
+            location=settings.google_cloud_location,
+            timeout_seconds=settings.media_timeout_seconds,
+            retry_attempts=settings.media_max_retries,
+            video_max_bytes=settings.video_max_bytes,
+        )
+    )
+    stack.push_async_callback(genai_connector.close_genai_client)
+    configure_services(
+        ServiceConfig(
+            story_model=settings.story_model,
+            meme_model=settings.meme_model,
+            content_model=settings.content_model,
+            trends_model=settings.trends_model,
+            vision_model=settings.vision_model,
+            video_model=settings.video_model,
+            image_model=settings.image_model,
+            gemini_image_model=settings.gemini_image_model,
+            genai_enterprise=enterprise,
+            max_prompt_chars=settings.max_prompt_chars,
+            max_image_bytes=settings.max_image_bytes,
+            max_image_pixels=settings.max_image_pixels,
+            video_poll_initial_seconds=poll_initial,
+            video_poll_max_seconds=poll_max,
+            video_deadline_seconds=settings.video_deadline_seconds,
+            video_max_bytes=settings.video_max_bytes,
+        )
+    )
+    core = ChatCore(build_commands(UserMemory()), sandbox_upstreams=frozenset(sandbox))
+    return Runtime(settings=settings, core=core, sandbox_upstreams=frozenset(sandbox), stack=stack)
