@@ -25,7 +25,7 @@ from connectors.genai_connector import (
     start_video,
 )
 from tests.conftest import genai_config
-from tests.fakes import Fault, FakeGenAI
+from tests.fakes import FakeGenAI, Fault
 
 MODEL = "veo-3.0-fast-generate-001"
 

@@ -20,7 +20,7 @@ from connectors.errors import (
 )
 from connectors.openai_connector import complete, get_openai_client, strict_json_schema
 from tests.conftest import openrouter_config
-from tests.fakes import Fault, FakeOpenRouter
+from tests.fakes import FakeOpenRouter, Fault
 
 MESSAGES = [{"role": "user", "content": "Say hello"}]
 
