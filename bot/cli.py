@@ -45,8 +45,11 @@ async def serve_console(settings: Settings) -> int:
 
 
 async def serve_platforms(settings: Settings) -> int:
-    platforms = [name for name, token in (("telegram", settings.telegram_bot_token),
-                                           ("discord", settings.discord_bot_token)) if token is not None]
+    platforms = [
+        name
+        for name, token in (("telegram", settings.telegram_bot_token), ("discord", settings.discord_bot_token))
+        if token is not None
+    ]
     if not platforms:
         log.info("no TELEGRAM_BOT_TOKEN or DISCORD_BOT_TOKEN: opening the console chat")
         return await serve_console(settings)

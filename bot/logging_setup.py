@@ -41,12 +41,12 @@ def configure_logging(level: str = "INFO", secrets: Iterable[str] = ()) -> Redac
     redactor = RedactingFilter(secrets)
     root = logging.getLogger()
     if not root.handlers:
-        handler = logging.StreamHandler()
+        handler: logging.Handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
     root.setLevel(level)
-    for handler in root.handlers:
-        handler.addFilter(redactor)
+    for each in root.handlers:
+        each.addFilter(redactor)
     for noisy in ("httpx", "httpx2", "httpcore", "aiohttp.access", "urllib3", "google_genai"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return redactor

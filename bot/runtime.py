@@ -25,6 +25,7 @@ from services.memory import UserMemory
 log = logging.getLogger(__name__)
 
 SANDBOX_KEY = "sandbox-key"
+NO_KEY_FOR_LOCAL_SERVER = "no-key"
 
 
 @dataclass
@@ -44,13 +45,16 @@ async def start_runtime(settings: Settings) -> Runtime:
     sandbox: set[str] = set()
     openrouter_key = settings.openrouter_api_key.get_secret_value() if settings.openrouter_api_key else None
     openrouter_url = str(settings.openrouter_base_url).rstrip("/")
-    if openrouter_key is None:
+    if settings.text_sandbox:
         fake_text = FakeOpenRouter()
         openrouter_url = await fake_text.start()
         stack.push_async_callback(fake_text.stop)
         openrouter_key = SANDBOX_KEY
         sandbox.add("text")
         log.warning("OPENROUTER_API_KEY is not set: text commands use the SANDBOX upstream at %s", openrouter_url)
+    elif openrouter_key is None:
+        openrouter_key = NO_KEY_FOR_LOCAL_SERVER
+        log.info("no OPENROUTER_API_KEY: calling %s without a key", openrouter_url)
 
     google_key = settings.google_api_key.get_secret_value() if settings.google_api_key else None
     genai_url = str(settings.genai_base_url).rstrip("/") if settings.genai_base_url else None

@@ -184,7 +184,7 @@ def strict_json_schema(schema: dict[str, Any]) -> dict[str, Any]:
             return [visit(item) for item in node]
         if not isinstance(node, dict):
             return node
-        result = {}
+        result: dict[str, Any] = {}
         for key, value in node.items():
             if key in ("default", "title"):
                 continue
@@ -197,8 +197,8 @@ def strict_json_schema(schema: dict[str, Any]) -> dict[str, Any]:
             result["required"] = list(result["properties"])
         return result
 
-    result: dict[str, Any] = visit(schema)
-    return result
+    strict: dict[str, Any] = visit(schema)
+    return strict
 
 
 async def complete(

@@ -22,7 +22,9 @@ class SettingsError(Exception):
 class Settings(BaseSettings):
     """All settings, from the environment and an optional ``.env`` file."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False)
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False, env_ignore_empty=True
+    )
 
     # Text models, through OpenRouter or any OpenAI-compatible server.
     openrouter_api_key: SecretStr | None = None
@@ -91,8 +93,16 @@ class Settings(BaseSettings):
 
     @property
     def text_sandbox(self) -> bool:
-        """No OpenRouter key: text commands are served by the in-process sandbox upstream."""
-        return self.openrouter_api_key is None
+        """No key and no server of the operator's own: text commands use the sandbox upstream.
+
+        An OPENROUTER_BASE_URL other than OpenRouter's (a local OpenAI-compatible server) is used
+        even without a key, since such servers often need none.
+        """
+        return self.openrouter_api_key is None and self.openrouter_base_url_is_default
+
+    @property
+    def openrouter_base_url_is_default(self) -> bool:
+        return str(self.openrouter_base_url).rstrip("/") == OPENROUTER_DEFAULT_BASE_URL
 
     @property
     def media_sandbox(self) -> bool:

@@ -7,7 +7,7 @@ each in turn, which is what scripts and the README's one-liner use.
 from __future__ import annotations
 
 import asyncio
-import shlex
+import re
 import sys
 import uuid
 from pathlib import Path
@@ -16,6 +16,7 @@ from typing import TextIO
 from bot.core.context import ChatRef, IncomingImage, Invocation, UserRef
 from bot.core.dispatcher import ChatCore
 from bot.core.replies import Reply
+from connectors.errors import UserInputError
 
 CONSOLE_USER = UserRef(platform="console", id="local", name="you")
 CONSOLE_CHAT = ChatRef(platform="console", id="local")
@@ -41,46 +42,41 @@ class ConsoleResponder:
 
 def _file_image(path: Path) -> IncomingImage:
     async def read() -> bytes:
-        return await asyncio.to_thread(path.read_bytes)
+        try:
+            return await asyncio.to_thread(path.read_bytes)
+        except OSError:
+            raise UserInputError(f"There is no image file at {path}.") from None
 
-    return IncomingImage(filename=path.name, read=read, size=path.stat().st_size)
+    return IncomingImage(filename=path.name, read=read, size=path.stat().st_size if path.is_file() else None)
+
+
+_FIRST_WORD = re.compile(r"""^(image=)?(?:"([^"]*)"|'([^']*)'|(\S+))\s*(.*)$""", re.DOTALL)
 
 
 def parse_line(core: ChatCore, line: str) -> Invocation | None:
-    """``/cmd args`` → an invocation; for commands that take an image, ``image=PATH`` or a first word
-    that is an existing file is read as the upload."""
+    """``/cmd args`` → an invocation. For commands that take an image, ``image=PATH`` or a first word
+    that is an existing file (quoted if it has spaces) is the upload; a named file that does not
+    exist is reported when the command reads it, before any paid call."""
     line = line.strip()
     if not line:
         return None
     if not line.startswith("/"):
-        line = "/help " if line in ("help", "?") else line
-        if not line.startswith("/"):
-            return Invocation(command="help", user=CONSOLE_USER, chat=CONSOLE_CHAT, text="")
+        return Invocation(command="help", user=CONSOLE_USER, chat=CONSOLE_CHAT, text="")
     name, _, rest = line[1:].partition(" ")
+    name = name.lower()
     command = core.commands.get(name)
     image = None
     if command is not None and command.image_option is not None:
-        words = rest.split(maxsplit=1)
-        candidate = None
-        if words and words[0].startswith("image="):
-            candidate = words[0].removeprefix("image=")
-        elif words and Path(_unquote(words[0])).expanduser().is_file():
-            candidate = words[0]
-        if candidate is not None:
-            path = Path(_unquote(candidate)).expanduser()
-            if not path.is_file():
-                return Invocation(command=name, user=CONSOLE_USER, chat=CONSOLE_CHAT, text=rest)
-            image = _file_image(path)
-            rest = words[1] if len(words) > 1 else ""
-    return Invocation(command=name.lower(), user=CONSOLE_USER, chat=CONSOLE_CHAT, text=rest, image=image)
-
-
-def _unquote(word: str) -> str:
-    try:
-        parts = shlex.split(word)
-    except ValueError:
-        return word
-    return parts[0] if parts else word
+        match = _FIRST_WORD.match(rest.strip())
+        if match:
+            explicit, double_quoted, single_quoted, bare, remainder = match.groups()
+            word = double_quoted if double_quoted is not None else single_quoted
+            quoted = word is not None
+            path = Path(word if quoted else bare).expanduser()
+            if explicit or path.is_file() or (quoted and path.suffix):
+                image = _file_image(path)
+                rest = remainder
+    return Invocation(command=name, user=CONSOLE_USER, chat=CONSOLE_CHAT, text=rest, image=image)
 
 
 async def run_console(core: ChatCore, media_dir: Path, stdin: TextIO | None = None, out: TextIO | None = None) -> int:

@@ -362,6 +362,7 @@ def build_commands(memory: UserMemory | None = None) -> CommandSet:
             example="/video a cat surfing at sunset duration=8 aspect=9:16",
             long_running=True,
             upload_action="upload_video",
+            upstream="media",
         )
     )
     commands.add(
@@ -380,6 +381,7 @@ def build_commands(memory: UserMemory | None = None) -> CommandSet:
             example="/thumbnail I survived 24 hours in a library",
             long_running=True,
             upload_action="upload_photo",
+            upstream="media",
         )
     )
 
@@ -403,6 +405,7 @@ def build_commands(memory: UserMemory | None = None) -> CommandSet:
             (Option("command", OptionKind.TEXT, "a command to explain", rest=True, max_length=40),),
             show_help,
             example="/help story",
+            upstream=None,
         )
     )
     return commands

@@ -146,15 +146,16 @@ _KEY_VALUE = re.compile(r"(?<!\S)([A-Za-z_]+)=(\"[^\"]*\"|'[^']*'|\S+)")
 def parse_text_arguments(command: Command, text: str) -> dict[str, Any]:
     """Parse ``a dragon learns to fly segments=8 style="dark fantasy"`` for ``command``.
 
-    ``name=value`` pairs whose name is one of the command's options become options; anything else,
-    including ``x=y`` that is not an option name, stays in the free text.
+    ``name=value`` pairs whose name is one of the command's options become options (the free-text
+    option too: ``/character name=Captain``); anything else, including ``x=y`` that is not an option
+    name, stays in the free text.
     """
     raw: dict[str, Any] = {}
 
     def take(match: re.Match[str]) -> str:
         key = match.group(1).lower()
         option = command.option(key)
-        if option is None or option.rest or option.kind is OptionKind.IMAGE:
+        if option is None or option.kind is OptionKind.IMAGE:
             return match.group(0)
         if key in raw:
             raise UserInputError(f"{key} is given twice.")
@@ -164,7 +165,8 @@ def parse_text_arguments(command: Command, text: str) -> dict[str, Any]:
     rest = " ".join(_KEY_VALUE.sub(take, text or "").split())
     rest_option = command.rest_option
     if rest_option is not None and rest:
-        raw[rest_option.name] = rest
+        named = raw.get(rest_option.name)
+        raw[rest_option.name] = f"{named} {rest}" if named else rest
     elif rest:
         raise UserInputError(f"/{command.name} takes no free text (got {rest[:40]!r}).")
     return raw

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from bot.core.commands import Command
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -73,4 +76,8 @@ class CommandContext:
         if not force and now - self._last_progress < self.progress_interval:
             return
         self._last_progress = now
-        await self._progress(text)
+        try:
+            await self._progress(text)
+        except Exception:
+            # A status line is a courtesy: losing one must never lose the (possibly paid) result.
+            log.warning("[%s] progress update failed", self.correlation_id, exc_info=True)

@@ -28,9 +28,7 @@ async def test_meme_has_setup_punchline_caption_visual(upstreams: Upstreams) -> 
 
 async def test_each_text_service_uses_its_own_model(upstreams: Upstreams) -> None:
     text, _ = upstreams
-    configure_services(
-        ServiceConfig(meme_model="m/meme", content_model="m/content", trends_model="m/trends")
-    )
+    configure_services(ServiceConfig(meme_model="m/meme", content_model="m/content", trends_model="m/trends"))
     await generate_meme_segments("cats")
     await generate_free_content("ramen", kind="hashtags")
     await generate_trending_ideas("cooking")

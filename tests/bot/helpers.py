@@ -1,0 +1,66 @@
+"""Helpers shared by the chat-core tests: a recording responder, invocations and real image bytes."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+from bot.core.context import ChatRef, IncomingImage, Invocation, UserRef
+from bot.core.replies import Reply
+
+USER = UserRef(platform="test", id="42", name="tester")
+CHAT = ChatRef(platform="test", id="42")
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass
+class RecordingResponder:
+    """Records every delivered reply and every progress line; ``fail_deliveries`` makes deliver raise."""
+
+    delivered: list[Reply] = field(default_factory=list)
+    progress: list[str] = field(default_factory=list)
+    deliver_calls: int = 0
+    fail_deliveries: int = 0
+
+    async def show_progress(self, text: str) -> None:
+        self.progress.append(text)
+
+    async def deliver(self, reply: Reply) -> None:
+        self.deliver_calls += 1
+        if self.fail_deliveries > 0:
+            self.fail_deliveries -= 1
+            raise ConnectionError("the platform refused the message")
+        self.delivered.append(reply)
+
+
+def invocation(
+    command: str, text: str | None = "", *, image: IncomingImage | None = None, **options: object
+) -> Invocation:
+    return Invocation(command=command, user=USER, chat=CHAT, text=text, options=dict(options) or None, image=image)
+
+
+def png_bytes(width: int = 32, height: int = 32) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (30, 120, 200)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def bomb_png(width: int = 30_000, height: int = 30_000) -> bytes:
+    """A small, valid PNG whose IHDR (with a correct CRC) claims ``width``×``height`` pixels."""
+    data = bytearray(png_bytes(8, 8))
+    assert data[12:16] == b"IHDR"
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+def uploaded(data: bytes, filename: str = "upload.png") -> IncomingImage:
+    async def read() -> bytes:
+        return data
+
+    return IncomingImage(filename=filename, read=read, size=len(data))

@@ -1,0 +1,258 @@
+"""The terminal chat: line parsing, a piped script against the fakes, and the installed command end to end."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.console.adapter import CONSOLE_USER, parse_line, run_console
+from bot.core.catalog import build_commands
+from bot.core.dispatcher import SANDBOX_FOOTER, ChatCore
+from services.memory import UserMemory
+from tests.bot.helpers import PNG_SIGNATURE, RecordingResponder, png_bytes
+from tests.fakes import FakeGenAI, FakeOpenRouter
+
+Upstreams = tuple[FakeOpenRouter, FakeGenAI]
+
+REELWRIGHT = Path(sys.executable).parent / "reelwright"
+PICTURE = png_bytes(24, 24)
+
+
+@pytest.fixture
+def core() -> ChatCore:
+    return ChatCore(build_commands(UserMemory()))
+
+
+@pytest.fixture
+def picture(tmp_path: Path) -> Path:
+    path = tmp_path / "hero.png"
+    path.write_bytes(PICTURE)
+    return path
+
+
+# -- parse_line ------------------------------------------------------------------------------------
+
+
+def test_a_command_line(core: ChatCore) -> None:
+    parsed = parse_line(core, "/story a dragon learns to fly segments=3\n")
+    assert parsed is not None
+    assert parsed.command == "story"
+    assert parsed.text == "a dragon learns to fly segments=3"
+    assert parsed.image is None
+    assert parsed.user == CONSOLE_USER
+
+
+def test_command_names_are_lower_cased(core: ChatCore) -> None:
+    parsed = parse_line(core, "/STORY a dragon")
+    assert parsed is not None and parsed.command == "story"
+
+
+@pytest.mark.parametrize("line", ["", "   ", "\n"])
+def test_blank_lines_are_skipped(core: ChatCore, line: str) -> None:
+    assert parse_line(core, line) is None
+
+
+@pytest.mark.parametrize("line", ["hello there", "help", "?", "story a dragon"])
+def test_text_that_is_not_a_command_asks_for_help(core: ChatCore, line: str) -> None:
+    parsed = parse_line(core, line)
+    assert parsed is not None
+    assert parsed.command == "help"
+    assert parsed.text == ""
+
+
+async def test_image_path_as_the_first_word(core: ChatCore, picture: Path) -> None:
+    parsed = parse_line(core, f"/character {picture} Captain Whiskers")
+    assert parsed is not None
+    assert parsed.command == "character"
+    assert parsed.text == "Captain Whiskers"
+    assert parsed.image is not None
+    assert parsed.image.filename == "hero.png"
+    assert parsed.image.size == len(PICTURE)
+    assert await parsed.image.read() == PICTURE
+
+
+async def test_image_option(core: ChatCore, picture: Path) -> None:
+    parsed = parse_line(core, f"/character image={picture} Captain")
+    assert parsed is not None
+    assert parsed.text == "Captain"
+    assert parsed.image is not None
+    assert await parsed.image.read() == PICTURE
+
+
+@pytest.mark.parametrize("form", ["image='{path}'", '"{path}"'])
+async def test_quoted_image_path_with_a_space(core: ChatCore, tmp_path: Path, form: str) -> None:
+    path = tmp_path / "my hero.png"
+    path.write_bytes(png_bytes())
+    parsed = parse_line(core, "/video " + form.format(path=path) + " waves hello")
+    assert parsed is not None
+    assert parsed.image is not None
+    assert parsed.text == "waves hello"
+
+
+async def test_image_option_for_a_missing_file(upstreams: Upstreams, core: ChatCore, tmp_path: Path) -> None:
+    parsed = parse_line(core, f"/character image={tmp_path / 'nope.png'} Captain")
+    assert parsed is not None
+    assert parsed.text == "Captain"
+    responder = RecordingResponder()
+    reply = await core.handle(parsed, responder)
+    assert reply.is_error
+    assert "no image file" in reply.text
+    text, media = upstreams
+    assert text.requests == [] and media.requests == []
+
+
+async def test_missing_image_file_for_video_is_refused(upstreams: Upstreams, core: ChatCore, tmp_path: Path) -> None:
+    parsed = parse_line(core, f"/video image={tmp_path / 'nope.png'} a cat surfing")
+    assert parsed is not None
+    responder = RecordingResponder()
+    reply = await core.handle(parsed, responder)
+    _, media = upstreams
+    assert media.video_generation_requests == []
+    assert reply.is_error
+
+
+def test_a_file_name_is_only_an_image_for_commands_that_take_one(core: ChatCore, picture: Path) -> None:
+    parsed = parse_line(core, f"/story {picture} goes on an adventure")
+    assert parsed is not None
+    assert parsed.image is None
+    assert parsed.text == f"{picture} goes on an adventure"
+
+
+def test_an_ordinary_first_word_is_not_an_image(
+    core: ChatCore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    parsed = parse_line(core, "/character Captain")
+    assert parsed is not None
+    assert parsed.image is None
+    assert parsed.text == "Captain"
+
+
+# -- run_console against the fakes -----------------------------------------------------------------
+
+
+def check_saved_media(printed: str, media_dir: Path) -> None:
+    """The video and the thumbnail were saved under ``media_dir`` and their paths printed."""
+    saved = re.findall(r"\[(video|image) saved: (.+)\]", printed)
+    assert [kind for kind, _ in saved] == ["video", "image"]
+    for kind, path_text in saved:
+        path = Path(path_text)
+        assert path.parent == media_dir
+        assert path.is_file()
+        data = path.read_bytes()
+        if kind == "video":
+            assert path.suffix == ".mp4" and data[4:8] == b"ftyp"
+        else:
+            assert path.suffix == ".png" and data.startswith(PNG_SIGNATURE)
+    assert sorted(p.suffix for p in media_dir.iterdir()) == [".mp4", ".png"]
+
+
+async def test_a_piped_script(upstreams: Upstreams, tmp_path: Path, picture: Path) -> None:
+    _, media = upstreams
+    media_dir = tmp_path / "media"
+    script = "\n".join(
+        [
+            "/story a dragon learns to fly segments=2",
+            "",
+            f"/character {picture} Captain",
+            "/video segment=1 character=Captain",
+            "/thumbnail",
+            "/dance",
+            "/quit",
+            "/help",
+        ]
+    )
+    out = io.StringIO()
+    handled = await run_console(ChatCore(build_commands(UserMemory())), media_dir, io.StringIO(script + "\n"), out)
+    assert handled == 5
+    printed = out.getvalue()
+    assert "2 segments" in printed
+    assert "🧑‍🎨 Captain" in printed
+    assert "Unknown command /dance" in printed
+    assert "Commands:" not in printed  # nothing after /quit
+    assert "  … " in printed  # progress lines
+
+    check_saved_media(printed, media_dir)
+    assert len(media.video_generation_requests) == 1
+
+
+async def test_console_ends_at_eof_without_a_trailing_newline(upstreams: Upstreams, tmp_path: Path) -> None:
+    out = io.StringIO()
+    handled = await run_console(ChatCore(build_commands()), tmp_path / "media", io.StringIO("/help story"), out)
+    assert handled == 1
+    assert "Usage: /story" in out.getvalue()
+    assert not (tmp_path / "media").exists()
+
+
+# -- the installed command -----------------------------------------------------------------------
+
+
+def clean_env(home: Path, **extra: str) -> dict[str, str]:
+    """No keys, tokens, proxies or settings from the developer's shell: the sandbox must be used."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
+        "PYTHONIOENCODING": "utf-8",
+        "LANG": "C.UTF-8",
+    }
+    env.update(extra)
+    assert not any(key.endswith(("_API_KEY", "_TOKEN")) for key in env)
+    return env
+
+
+def reelwright(tmp_path: Path, stdin: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(REELWRIGHT), "console"],
+        input=stdin,
+        env=clean_env(tmp_path, **env),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=60,
+        check=False,
+    )
+
+
+def test_console_end_to_end_in_the_sandbox(tmp_path: Path) -> None:
+    result = reelwright(tmp_path, "/story a dragon learns to fly\n")
+    assert result.returncode == 0, result.stderr
+    assert "segments" in result.stdout
+    assert SANDBOX_FOOTER in result.stdout
+    assert "SANDBOX" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_bad_setting_is_one_line_and_exit_code_2(tmp_path: Path) -> None:
+    result = reelwright(tmp_path, "/help\n", TEXT_TIMEOUT_SECONDS="abc")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "TEXT_TIMEOUT_SECONDS" in lines[0]
+    assert result.stdout == ""
+
+
+def test_run_with_the_example_env_file_opens_the_console(tmp_path: Path) -> None:
+    example = Path(__file__).resolve().parents[2] / ".env.example"
+    (tmp_path / ".env").write_text(example.read_text(encoding="utf-8"), encoding="utf-8")
+    result = subprocess.run(
+        [str(REELWRIGHT), "run"],
+        input="/help\n",
+        env=clean_env(tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Commands:" in result.stdout
