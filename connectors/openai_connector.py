@@ -86,7 +86,7 @@ def _build_client(config: OpenRouterConfig) -> AsyncOpenAI:
         headers["HTTP-Referer"] = config.site_url
     http_client = openai.DefaultAioHttpClient(
         timeout=httpx2.Timeout(config.timeout_seconds, connect=min(5.0, config.timeout_seconds)),
-        limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=100),
+        limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=1000, keepalive_expiry=30),
         event_hooks={"response": [_mark_unrecoverable]},
     )
     return AsyncOpenAI(
@@ -201,6 +201,23 @@ def strict_json_schema(schema: dict[str, Any]) -> dict[str, Any]:
     return strict
 
 
+_response_formats: dict[tuple[str, int], tuple[dict[str, Any], dict[str, Any]]] = {}
+
+
+def response_format_for(name: str, json_schema: dict[str, Any]) -> dict[str, Any]:
+    """The ``response_format`` for a schema, built once per schema object (callers pass static ones)."""
+    key = (name, id(json_schema))
+    entry = _response_formats.get(key)
+    if entry is None or entry[0] is not json_schema:
+        strict = {
+            "type": "json_schema",
+            "json_schema": {"name": name, "strict": True, "schema": strict_json_schema(json_schema)},
+        }
+        entry = (json_schema, strict)
+        _response_formats[key] = entry
+    return entry[1]
+
+
 async def complete(
     *,
     model: str,
@@ -218,27 +235,37 @@ async def complete(
     client = await get_openai_client()
     kwargs: dict[str, Any] = {"model": model, "messages": messages}
     if json_schema is not None:
-        kwargs["response_format"] = {
-            "type": "json_schema",
-            "json_schema": {"name": schema_name, "strict": True, "schema": strict_json_schema(json_schema)},
-        }
+        kwargs["response_format"] = response_format_for(schema_name, json_schema)
     if temperature is not None:
         kwargs["temperature"] = temperature
     if max_tokens is not None:
         kwargs["max_tokens"] = max_tokens
     try:
-        completion = await client.chat.completions.create(**kwargs)
+        # The SDK's generic POST keeps its transport, retries, timeouts and error types, but skips
+        # the per-request type transformation and response model construction, which profiling
+        # showed to be most of the client-side CPU per call (bench/bench_story.py).
+        raw = await client.post("/chat/completions", body=kwargs, cast_to=bytes)
     except Exception as exc:  # every SDK failure is translated here, and only here
         raise translate_openai_error(exc) from exc
-    return _completion_to_text(completion, model)
+    try:
+        payload = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidResponse(f"malformed JSON from the model API: {raw[:200]!r}", provider=PROVIDER) from exc
+    if not isinstance(payload, dict):
+        raise InvalidResponse("the model API answered with something other than an object", provider=PROVIDER)
+    return _payload_to_text(payload, model)
 
 
-def _completion_to_text(completion: Any, model: str) -> TextCompletion:
-    choices = getattr(completion, "choices", None)
-    if not choices:
-        error = (getattr(completion, "model_extra", None) or {}).get("error") or {}
-        code = error.get("code") if isinstance(error, dict) else None
-        message = error.get("message", "no choices") if isinstance(error, dict) else "no choices"
+def _as_dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _payload_to_text(payload: dict[str, Any], model: str) -> TextCompletion:
+    choices = payload.get("choices")
+    if not choices or not isinstance(choices, list):
+        error = _as_dict(payload.get("error"))
+        code = error.get("code")
+        message = error.get("message", "no choices")
         detail = f"HTTP 200 with error body: {code} {message}"
         if code == 402:
             raise OutOfCredits(detail, provider=PROVIDER, status=402)
@@ -247,21 +274,21 @@ def _completion_to_text(completion: Any, model: str) -> TextCompletion:
         if isinstance(code, int) and code >= 500:
             raise UpstreamUnavailable(detail, provider=PROVIDER, status=code)
         raise InvalidResponse(detail, provider=PROVIDER)
-    choice = choices[0]
-    message = choice.message
-    finish_reason = choice.finish_reason
+    choice = _as_dict(choices[0])
+    message = _as_dict(choice.get("message"))
+    finish_reason = choice.get("finish_reason")
+    content = message.get("content")
     if finish_reason == "content_filter":
         raise ContentBlocked("finish_reason content_filter", provider=PROVIDER)
-    refusal = getattr(message, "refusal", None)
-    if message is None or (not message.content and refusal):
-        raise ContentBlocked(f"model refused: {refusal}", provider=PROVIDER)
-    if not message.content:
+    if not content and message.get("refusal"):
+        raise ContentBlocked(f"model refused: {message['refusal']}", provider=PROVIDER)
+    if not content or not isinstance(content, str):
         raise InvalidResponse("empty message content", provider=PROVIDER)
-    usage = getattr(completion, "usage", None)
+    usage = _as_dict(payload.get("usage"))
     return TextCompletion(
-        text=message.content,
-        model=getattr(completion, "model", None) or model,
+        text=content,
+        model=str(payload.get("model") or model),
         finish_reason=finish_reason,
-        prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-        completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
     )
