@@ -6,13 +6,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from bot.console.adapter import run_console
 from bot.logging_setup import configure_logging
-from bot.runtime import start_runtime
+from bot.runtime import PlatformStartError, start_runtime
 from connectors.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("reelwright")
@@ -45,16 +46,33 @@ async def serve_console(settings: Settings) -> int:
 
 
 async def serve_platforms(settings: Settings) -> int:
-    platforms = [
-        name
-        for name, token in (("telegram", settings.telegram_bot_token), ("discord", settings.discord_bot_token))
-        if token is not None
-    ]
-    if not platforms:
+    """Serve every platform that has a token, in one process, until SIGINT/SIGTERM."""
+    if settings.telegram_bot_token is None and settings.discord_bot_token is None:
         log.info("no TELEGRAM_BOT_TOKEN or DISCORD_BOT_TOKEN: opening the console chat")
         return await serve_console(settings)
-    log.error("platform adapters for %s are not part of this build yet; use `reelwright console`", platforms)
-    return 2
+    runtime = await start_runtime(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    servers: list[Coroutine[Any, Any, None]] = []
+    if settings.telegram_bot_token is not None:
+        from bot.telegram.app import serve_telegram
+
+        servers.append(serve_telegram(runtime, stop))
+    if settings.discord_bot_token is not None:
+        from bot.discord.app import serve_discord
+
+        servers.append(serve_discord(runtime, stop))
+    try:
+        await asyncio.gather(*servers)
+    except PlatformStartError as exc:
+        log.error("%s", exc)
+        return 2
+    finally:
+        stop.set()
+        await runtime.close()
+    return 0
 
 
 def _run(coro: Coroutine[Any, Any, int]) -> int:

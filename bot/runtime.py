@@ -10,9 +10,12 @@ from __future__ import annotations
 import logging
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from bot.core.catalog import build_commands
+from bot.core.context import ChatRef
 from bot.core.dispatcher import ChatCore
+from bot.core.replies import Reply
 from bot.sandbox.fake_genai import FakeGenAI
 from bot.sandbox.fake_openrouter import FakeOpenRouter
 from connectors import genai_connector, openai_connector
@@ -28,12 +31,27 @@ SANDBOX_KEY = "sandbox-key"
 NO_KEY_FOR_LOCAL_SERVER = "no-key"
 
 
+class PlatformStartError(Exception):
+    """A platform could not start (token refused, server unreachable); the message says which."""
+
+
+class ChatSender(Protocol):
+    """Posts a reply to a chat by its address alone, with no live interaction or update.
+
+    Each platform adapter registers one in ``Runtime.senders`` when it starts, so that work which
+    finishes later (a resumed video job, a scheduled trend post) can still be delivered.
+    """
+
+    async def send(self, chat: ChatRef, reply: Reply) -> None: ...
+
+
 @dataclass
 class Runtime:
     settings: Settings
     core: ChatCore
     sandbox_upstreams: frozenset[str]
     stack: AsyncExitStack = field(default_factory=AsyncExitStack)
+    senders: dict[str, ChatSender] = field(default_factory=dict)
 
     async def close(self) -> None:
         await self.stack.aclose()

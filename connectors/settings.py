@@ -59,7 +59,14 @@ class Settings(BaseSettings):
     telegram_bot_token: SecretStr | None = None
     telegram_api_base_url: AnyHttpUrl = AnyHttpUrl("https://api.telegram.org/bot")
     telegram_file_base_url: AnyHttpUrl = AnyHttpUrl("https://api.telegram.org/file/bot")
+    telegram_webhook_url: AnyHttpUrl | None = None
+    telegram_webhook_secret: SecretStr | None = None
+    telegram_webhook_listen: str = "0.0.0.0"
+    telegram_webhook_port: int = Field(default=8443, gt=0, lt=65536)
+    telegram_concurrent_updates: int = Field(default=1024, gt=0)
+    telegram_rate_limit_per_second: float = Field(default=30.0, gt=0)
     discord_bot_token: SecretStr | None = None
+    discord_guild_ids: str = ""
     discord_api_base_url: AnyHttpUrl = AnyHttpUrl("https://discord.com/api/v10")
     discord_gateway_url: str | None = None
 
