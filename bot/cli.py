@@ -11,9 +11,9 @@ import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from bot.console.adapter import run_console
+from bot.console.adapter import ConsoleSender, run_console
 from bot.logging_setup import configure_logging
-from bot.runtime import PlatformStartError, start_runtime
+from bot.runtime import PlatformStartError, register_send_only_senders, start_runtime
 from connectors.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("reelwright")
@@ -31,6 +31,8 @@ def _secrets(settings: Settings) -> list[str]:
 
 async def serve_console(settings: Settings) -> int:
     runtime = await start_runtime(settings)
+    stop = asyncio.Event()
+    maintenance = asyncio.create_task(runtime.run_job_maintenance(stop))
     try:
         if runtime.sandbox_upstreams:
             print(
@@ -39,8 +41,35 @@ async def serve_console(settings: Settings) -> int:
                 file=sys.stderr,
                 flush=True,
             )
+        runtime.senders["console"] = ConsoleSender(sys.stdout, settings.media_dir)
         await run_console(runtime.core, settings.media_dir)
     finally:
+        stop.set()
+        await maintenance
+        await runtime.close()
+    return 0
+
+
+async def serve_worker(settings: Settings) -> int:
+    """Consume jobs from the Redis queue and deliver them through send-only platform clients."""
+    if not settings.redis_url:
+        print("reelwright: `worker` needs REDIS_URL (without it, jobs run inside `reelwright run`)", file=sys.stderr)
+        return 2
+    runtime = await start_runtime(settings)
+    assert runtime.queue is not None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await register_send_only_senders(runtime)
+    maintenance = asyncio.create_task(runtime.run_job_maintenance(stop))
+    worker = asyncio.create_task(runtime.queue.run_worker())
+    try:
+        await stop.wait()
+    finally:
+        worker.cancel()
+        await asyncio.gather(worker, return_exceptions=True)
+        await maintenance
         await runtime.close()
     return 0
 
@@ -64,6 +93,7 @@ async def serve_platforms(settings: Settings) -> int:
         from bot.discord.app import serve_discord
 
         servers.append(serve_discord(runtime, stop))
+    maintenance = asyncio.create_task(runtime.run_job_maintenance(stop))
     try:
         await asyncio.gather(*servers)
     except PlatformStartError as exc:
@@ -71,6 +101,7 @@ async def serve_platforms(settings: Settings) -> int:
         return 2
     finally:
         stop.set()
+        await maintenance
         await runtime.close()
     return 0
 
@@ -89,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command")
     sub.add_parser("run", help="serve Telegram/Discord when their tokens are set, else the console chat")
     sub.add_parser("console", help="a terminal chat running the same commands")
+    sub.add_parser("worker", help="run queued generation jobs from REDIS_URL (for multi-process setups)")
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
@@ -98,7 +130,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     configure_logging(settings.log_level if args.command != "console" else "WARNING", _secrets(settings))
     command = args.command or "run"
     try:
-        code = _run(serve_console(settings) if command == "console" else serve_platforms(settings))
+        entry = {"console": serve_console, "worker": serve_worker}.get(command, serve_platforms)
+        code = _run(entry(settings))
     except KeyboardInterrupt:
         code = 130
     raise SystemExit(code)

@@ -7,23 +7,35 @@ started in this process, and every reply they produced is labelled as sandbox ou
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import importlib
 import logging
+import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Protocol
 
 from bot.core.catalog import build_commands
+from bot.core.commands import CommandSet
 from bot.core.context import ChatRef
 from bot.core.dispatcher import ChatCore
+from bot.core.jobs import JobCommands, chat_of, outcome_reply
 from bot.core.replies import Reply
 from bot.sandbox.fake_genai import FakeGenAI
 from bot.sandbox.fake_openrouter import FakeOpenRouter
 from connectors import genai_connector, openai_connector
+from connectors.database import close_database, configure_database
 from connectors.genai_connector import GenAIConfig
 from connectors.openai_connector import OpenRouterConfig
 from connectors.settings import Settings
+from services.characters import DatabaseCharacterBook
 from services.config import ServiceConfig, configure_services
+from services.jobs import JobOutcome, JobService
 from services.memory import UserMemory
+from services.queue import JobExecutor, JobQueue
+from services.store.migrate import migrate_to_head
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +64,48 @@ class Runtime:
     sandbox_upstreams: frozenset[str]
     stack: AsyncExitStack = field(default_factory=AsyncExitStack)
     senders: dict[str, ChatSender] = field(default_factory=dict)
+    jobs: JobService | None = None
+    queue: JobQueue | None = None
+    executor: JobExecutor | None = None
+
+    async def deliver_outcome(self, outcome: JobOutcome) -> None:
+        """Deliver a finished job through its platform's sender (no live interaction needed)."""
+        sender = self.senders.get(outcome.address.platform)
+        if sender is None:
+            raise LookupError(f"no {outcome.address.platform} sender in this process yet")
+        await sender.send(chat_of(outcome), await outcome_reply(outcome))
+
+    async def sweep_jobs(self) -> int:
+        """Resume every unfinished job nobody holds (after a crash, a restart or a lost worker)."""
+        if self.jobs is None or self.queue is None or self.executor is None:
+            return 0
+        resumed = 0
+        for job_id in await self.jobs.unfinished_job_ids():
+            if job_id in self.executor.running or job_id in self.executor.watchers:
+                continue
+            await self.queue.enqueue(job_id)
+            resumed += 1
+        if resumed:
+            log.info("resumed %d unfinished job(s)", resumed)
+        return resumed
+
+    async def run_job_maintenance(self, stop: asyncio.Event) -> None:
+        """Sweep unfinished jobs now and periodically; purge old media files about hourly."""
+        assert self.jobs is not None
+        retention = timedelta(days=self.settings.media_retention_days)
+        last_purge = float("-inf")
+        while not stop.is_set():
+            try:
+                await self.sweep_jobs()
+                if time.monotonic() - last_purge > 3600:
+                    last_purge = time.monotonic()
+                    removed = await self.jobs.purge_media(retention)
+                    if removed:
+                        log.info("removed %d media file(s) past retention", removed)
+            except Exception:
+                log.exception("job maintenance failed; will try again")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.settings.job_sweep_seconds)
 
     async def close(self) -> None:
         await self.stack.aclose()
@@ -131,5 +185,33 @@ async def start_runtime(settings: Settings) -> Runtime:
             video_max_bytes=settings.video_max_bytes,
         )
     )
-    core = ChatCore(build_commands(UserMemory()), sandbox_upstreams=frozenset(sandbox))
-    return Runtime(settings=settings, core=core, sandbox_upstreams=frozenset(sandbox), stack=stack)
+    configure_database(settings.database_url)
+    stack.push_async_callback(close_database)
+    await migrate_to_head()
+    jobs = JobService(settings.media_dir, lease_seconds=settings.job_lease_seconds)
+    runtime = Runtime(settings=settings, core=ChatCore(CommandSet()), sandbox_upstreams=frozenset(sandbox), stack=stack)
+    executor = JobExecutor(jobs, runtime.deliver_outcome)
+    queue = JobQueue(executor, settings.redis_url)
+    await queue.start()
+    stack.push_async_callback(queue.stop)
+    runtime.jobs, runtime.queue, runtime.executor = jobs, queue, executor
+    commands = build_commands(UserMemory(), characters=DatabaseCharacterBook(), jobs=JobCommands(jobs, queue, executor))
+    runtime.core = ChatCore(commands, sandbox_upstreams=frozenset(sandbox))
+    return runtime
+
+
+async def register_send_only_senders(runtime: Runtime) -> None:
+    """Platform senders that only post (no polling, no gateway), for worker processes.
+
+    Each adapter module may offer ``build_send_only_sender(runtime) -> ChatSender``.
+    """
+    settings = runtime.settings
+    for platform, token in (("telegram", settings.telegram_bot_token), ("discord", settings.discord_bot_token)):
+        if token is None:
+            continue
+        module = importlib.import_module(f"bot.{platform}.app")
+        build = getattr(module, "build_send_only_sender", None)
+        if build is None:
+            log.warning("the %s adapter offers no send-only sender; its jobs wait for a bot process", platform)
+            continue
+        runtime.senders[platform] = await build(runtime)

@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     telegram_webhook_port: int = Field(default=8443, gt=0, lt=65536)
     telegram_concurrent_updates: int = Field(default=1024, gt=0)
     telegram_rate_limit_per_second: float = Field(default=30.0, gt=0)
+    # A self-hosted Bot API server (2,000 MB files); None: any host but api.telegram.org is one.
+    telegram_local_api: bool | None = None
     discord_bot_token: SecretStr | None = None
     discord_guild_ids: str = ""
     discord_api_base_url: AnyHttpUrl = AnyHttpUrl("https://discord.com/api/v10")
@@ -74,6 +76,9 @@ class Settings(BaseSettings):
     database_url: str = "sqlite+aiosqlite:///reelwright.sqlite3"
     redis_url: str | None = None
     media_dir: Path = Path("media")
+    media_retention_days: float = Field(default=7.0, gt=0)
+    job_lease_seconds: float = Field(default=90.0, ge=2)
+    job_sweep_seconds: float = Field(default=20.0, gt=0)
 
     # Limits on user input, enforced before any paid call.
     max_prompt_chars: int = Field(default=2000, gt=0)

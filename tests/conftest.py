@@ -132,3 +132,90 @@ async def upstreams(
     await openai_connector.close_openai_client()
     await genai_connector.close_genai_client()
     configure_services(ServiceConfig())
+
+
+# -- real services: SQLite always; PostgreSQL and Redis on 127.0.0.1 when they run ------------------
+
+REQUIRE_SERVICES = os.environ.get("REELWRIGHT_REQUIRE_SERVICES") == "1"
+POSTGRES_ADMIN_URL = os.environ.get("REELWRIGHT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_TEST_URL = os.environ.get("REELWRIGHT_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def service_missing(name: str, why: str) -> None:
+    """Skip with a clear reason on a user's machine; fail under .ci/run, which starts the services."""
+    message = f"{name} is not reachable ({why}); start it or unset REELWRIGHT_REQUIRE_SERVICES"
+    if REQUIRE_SERVICES:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL database for this test session (parallel runs never share tables)."""
+    import asyncio
+    import concurrent.futures
+    import uuid
+
+    import asyncpg
+
+    name = f"reelwright_test_{uuid.uuid4().hex[:10]}"
+
+    async def admin(sql: str) -> None:
+        connection = await asyncpg.connect(POSTGRES_ADMIN_URL, timeout=5)
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+    def run(sql: str) -> None:
+        # In a thread: this fixture may be first requested from inside a running event loop.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, admin(sql)).result()
+
+    try:
+        run(f'CREATE DATABASE "{name}"')
+    except (OSError, asyncpg.PostgresError) as exc:
+        service_missing("PostgreSQL", str(exc))
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def redis_url() -> str:
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        service_missing("Redis", str(exc))
+    return REDIS_TEST_URL
+
+
+async def reset_schema() -> None:
+    """Empty database at the newest migration: drop everything, then run Alembic to head."""
+    from sqlalchemy import text
+
+    from connectors.database import get_engine
+    from services.store.migrate import migrate_to_head
+    from services.store.models import Base
+
+    async with get_engine().begin() as connection:
+        await connection.run_sync(Base.metadata.drop_all)
+        await connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
+    await migrate_to_head()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[str]:
+    """The job store on SQLite (a file) and on PostgreSQL, migrated to head and empty."""
+    from connectors.database import close_database, configure_database
+
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'reelwright.sqlite3'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    configure_database(url)
+    await reset_schema()
+    yield url
+    await close_database()

@@ -40,6 +40,16 @@ class ConsoleResponder:
         print(file=self.out, flush=True)
 
 
+class ConsoleSender:
+    """Delivers job results that finish after their command (e.g. resumed after a restart)."""
+
+    def __init__(self, out: TextIO, media_dir: Path) -> None:
+        self.responder = ConsoleResponder(out, media_dir)
+
+    async def send(self, chat: ChatRef, reply: Reply) -> None:
+        await self.responder.deliver(reply)
+
+
 def _file_image(path: Path) -> IncomingImage:
     async def read() -> bytes:
         try:

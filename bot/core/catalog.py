@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from bot.core.commands import Command, CommandSet, Option, OptionKind
 from bot.core.context import CommandContext
+from bot.core.jobs import JobCommands, address_of
 from bot.core.rendering import (
     character_blocks,
     free_content_blocks,
@@ -20,6 +21,7 @@ from bot.core.rendering import (
 from bot.core.replies import Media, Reply
 from connectors.errors import UserInputError
 from services.character import CharacterProfile, analyze_character_from_image
+from services.characters import CharacterBook, InMemoryCharacterBook
 from services.free_content import KIND_GUIDES, generate_free_content
 from services.meme import MAX_MEMES, generate_meme_segments
 from services.memory import UserMemory
@@ -52,36 +54,40 @@ def _style_option() -> Option:
 class ReelwrightCommands:
     """Handlers with the per-user memory they share (characters, the last story)."""
 
-    def __init__(self, memory: UserMemory) -> None:
+    def __init__(
+        self, memory: UserMemory, characters: CharacterBook | None = None, jobs: JobCommands | None = None
+    ) -> None:
         self.memory = memory
+        self.characters: CharacterBook = characters or InMemoryCharacterBook(memory)
+        self.jobs = jobs
 
-    def character_for(self, ctx: CommandContext) -> CharacterProfile | None:
+    async def character_for(self, ctx: CommandContext) -> CharacterProfile | None:
         name = ctx.args.get("character")
         if not name:
             return None
-        profile = self.memory.character(ctx.user.key, name)
+        profile = await self.characters.find(ctx.user.key, name)
         if profile is None:
-            known = ", ".join(self.memory.character_names(ctx.user.key)) or "none yet"
+            known = ", ".join(await self.characters.names(ctx.user.key)) or "none yet"
             raise UserInputError(f"I don't know a character called {name!r} (yours: {known}). Use /character first.")
         return profile
 
-    def _story_request(self, ctx: CommandContext) -> StoryRequest:
+    async def _story_request(self, ctx: CommandContext) -> StoryRequest:
         return StoryRequest(
             idea=ctx.args["idea"],
             segments=ctx.args["segments"],
             style=ctx.args.get("style"),
-            character=self.character_for(ctx),
+            character=await self.character_for(ctx),
         )
 
     async def story(self, ctx: CommandContext) -> Reply:
-        request = self._story_request(ctx)
+        request = await self._story_request(ctx)
         await ctx.progress("✍️ Writing your story…", force=True)
         story = await generate_story_segments(request)
         self.memory.remember_story(ctx.user.key, story)
         return Reply(blocks=story_blocks(story), result=story)
 
     async def longstory(self, ctx: CommandContext) -> Reply:
-        request = self._story_request(ctx)
+        request = await self._story_request(ctx)
         await ctx.progress(
             f"🗺️ Planning a {request.segments}-segment story, then writing its parts at once…", force=True
         )
@@ -93,7 +99,7 @@ class ReelwrightCommands:
         return Reply(blocks=story_blocks(story), media=media, result=story)
 
     async def storysets(self, ctx: CommandContext) -> Reply:
-        request = self._story_request(ctx)
+        request = await self._story_request(ctx)
         await ctx.progress(f"✍️ Writing {ctx.args['sets']} alternative takes at once…", force=True)
         sets = await generate_story_segments_in_sets(request, sets=ctx.args["sets"])
         if sets.sets:
@@ -121,7 +127,7 @@ class ReelwrightCommands:
         await ctx.progress("🔍 Looking at your character…", force=True)
         data = await ctx.image.read()
         analysis = await analyze_character_from_image(data, name=ctx.args.get("name"))
-        self.memory.remember_character(ctx.user.key, analysis.profile)
+        await self.characters.remember(ctx.user.key, analysis.profile)
         return Reply(blocks=character_blocks(analysis), result=analysis)
 
     async def video(self, ctx: CommandContext) -> Reply:
@@ -147,8 +153,12 @@ class ReelwrightCommands:
             duration_seconds=duration or 8,
             aspect_ratio=ctx.args["aspect"],
             image=image,
-            character=self.character_for(ctx),
+            character=await self.character_for(ctx),
         )
+        if self.jobs is not None:
+            job_id = await self.jobs.jobs.create_video_job(address_of(ctx), request)
+            await ctx.progress(f"🎬 Video job {job_id[:8]} created; sending it to the studio…", force=True)
+            return await self.jobs.run(job_id, ctx)
         await ctx.progress("🎬 Sending your video to the studio…", force=True)
 
         async def on_progress(progress: VideoProgress) -> None:
@@ -177,12 +187,15 @@ class ReelwrightCommands:
                 raise UserInputError("Give the video's title, e.g. /thumbnail How I trained a dragon")
             title = story.title
             summary = " ".join(seg.narration for seg in story.segments[:3])
-        await ctx.progress("🖼️ Drawing your thumbnail…", force=True)
-        thumbnail = await generate_thumbnail_image(
-            ThumbnailRequest(
-                title=title, story_summary=summary, aspect_ratio=ctx.args["aspect"], character=self.character_for(ctx)
-            )
+        request = ThumbnailRequest(
+            title=title, story_summary=summary, aspect_ratio=ctx.args["aspect"], character=await self.character_for(ctx)
         )
+        if self.jobs is not None:
+            job_id = await self.jobs.jobs.create_thumbnail_job(address_of(ctx), request)
+            await ctx.progress("🖼️ Drawing your thumbnail…", force=True)
+            return await self.jobs.run(job_id, ctx)
+        await ctx.progress("🖼️ Drawing your thumbnail…", force=True)
+        thumbnail = await generate_thumbnail_image(request)
         extension = "jpg" if "jpeg" in thumbnail.mime_type else "png"
         caption = f"🖼️ {title}"
         return Reply(
@@ -191,9 +204,11 @@ class ReelwrightCommands:
         )
 
 
-def build_commands(memory: UserMemory | None = None) -> CommandSet:
-    """The catalogue every adapter registers."""
-    handlers = ReelwrightCommands(memory or UserMemory())
+def build_commands(
+    memory: UserMemory | None = None, *, characters: CharacterBook | None = None, jobs: JobCommands | None = None
+) -> CommandSet:
+    """The catalogue every adapter registers; with ``jobs``, /video and /thumbnail run as durable jobs."""
+    handlers = ReelwrightCommands(memory or UserMemory(), characters, jobs)
     commands = CommandSet()
     segments = Option(
         "segments",
@@ -382,6 +397,27 @@ def build_commands(memory: UserMemory | None = None) -> CommandSet:
             long_running=True,
             upload_action="upload_photo",
             upstream="media",
+        )
+    )
+
+    async def list_jobs(ctx: CommandContext) -> Reply:
+        if jobs is None:
+            raise UserInputError("Jobs are not available in this setup.")
+        return await jobs.list_or_act(ctx)
+
+    commands.add(
+        Command(
+            "jobs",
+            "Your generation jobs",
+            "List your video and thumbnail jobs with state, age and cost; resend a result or cancel a queued job.",
+            (
+                Option(
+                    "request", OptionKind.TEXT, "list (default), resend <id> or cancel <id>", rest=True, max_length=60
+                ),
+            ),
+            list_jobs,
+            example="/jobs resend 1a2b3c4d",
+            upstream=None,
         )
     )
 

@@ -66,6 +66,12 @@ class ChatCore:
                 except Exception:
                     log.exception("[%s] delivering the error message failed too", correlation_id)
                 return fallback
+            return reply
+        if reply.on_delivered is not None:
+            try:
+                await reply.on_delivered()
+            except Exception:
+                log.exception("[%s] recording the delivery of /%s failed", correlation_id, invocation.command)
         return reply
 
     async def _run(self, invocation: Invocation, responder: Responder, correlation_id: str) -> Reply:

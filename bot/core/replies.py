@@ -3,6 +3,7 @@ every adapter uses to fit them into its message limits."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -27,6 +28,7 @@ class Reply:
     is_error: bool = False
     result: BaseModel | None = None
     footer: str = ""
+    on_delivered: Callable[[], Awaitable[None]] | None = None
 
     @property
     def text(self) -> str:

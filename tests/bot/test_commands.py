@@ -200,6 +200,7 @@ def test_the_catalogue_has_the_expected_commands() -> None:
         "character",
         "video",
         "thumbnail",
+        "jobs",
         "help",
     ]
 

@@ -1,0 +1,140 @@
+"""Commands that run as durable jobs (/video, /thumbnail) and /jobs, on top of services.jobs.
+
+In the embedded setup the job runs in this process and the command waits for it, showing
+progress, and delivers the result itself (marking the job delivered afterwards). With a Redis
+queue a worker runs it and delivers through the platform's ChatSender; the command answers at
+once that the job is queued. Either way, after a crash the job resumes and is delivered once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from bot.core.context import ChatRef, CommandContext
+from bot.core.replies import Media, Reply
+from connectors.errors import UserInputError
+from services.jobs import JobAddress, JobOutcome, JobService, JobView
+from services.queue import JobExecutor, JobQueue
+from services.store.models import JobState
+from services.video import VideoProgress
+
+log = logging.getLogger(__name__)
+
+STATE_ICONS = {
+    "queued": "⏳",
+    "submitting": "📤",
+    "running": "🎞️",
+    "succeeded": "✅",
+    "failed": "⚠️",
+    "delivered": "📬",
+    "cancelled": "✖️",
+}
+WAIT_CHECK_SECONDS = 30.0
+
+
+async def outcome_reply(outcome: JobOutcome) -> Reply:
+    """The chat reply for a finished job: its media read from MEDIA_DIR, or its error."""
+    if not outcome.ok or outcome.media_path is None:
+        return Reply.error(outcome.error or "The job failed.")
+    data = await asyncio.to_thread(outcome.media_path.read_bytes)
+    kind: Literal["video", "image"] = "video" if outcome.kind == "video" else "image"
+    media = Media(kind, data, outcome.media_path.name, outcome.caption, outcome.mime_type or "application/octet-stream")
+    return Reply(blocks=[outcome.caption], media=[media])
+
+
+def address_of(ctx: CommandContext) -> JobAddress:
+    return JobAddress(platform=ctx.chat.platform, chat_id=ctx.chat.id, user_key=ctx.user.key)
+
+
+class JobCommands:
+    def __init__(self, jobs: JobService, queue: JobQueue, executor: JobExecutor) -> None:
+        self.jobs = jobs
+        self.queue = queue
+        self.executor = executor
+
+    async def run(self, job_id: str, ctx: CommandContext) -> Reply:
+        """Enqueue the job; in-process, wait for it with progress and deliver it with this reply."""
+        if not self.queue.in_process:
+            await self.queue.enqueue(job_id)
+            return Reply(
+                blocks=[f"⏳ Job {job_id[:8]} is queued. I'll post the result here when it's ready; /jobs shows it."]
+            )
+
+        async def progress(update: VideoProgress) -> None:
+            text = {
+                "submitted": "🎬 The video is queued at the studio…",
+                "rendering": f"🎞️ Rendering… {update.elapsed_seconds:.0f} s so far (videos take 1-3 minutes)",
+                "downloading": "📥 Fetching the finished video…",
+                "done": "✅ Ready",
+            }[update.stage]
+            await ctx.progress(text, force=update.stage != "rendering")
+
+        future = self.executor.watch(job_id, progress)
+        try:
+            await self.queue.enqueue(job_id)
+            while True:
+                try:
+                    outcome = await asyncio.wait_for(asyncio.shield(future), timeout=WAIT_CHECK_SECONDS)
+                    break
+                except TimeoutError:
+                    job = await self.jobs.get(job_id)
+                    if job is not None and job.state in (JobState.DELIVERED, JobState.CANCELLED):
+                        return Reply(blocks=[f"Job {job_id[:8]} was {job.state} by another bot process."])
+        finally:
+            self.executor.unwatch(job_id)
+        reply = await outcome_reply(outcome)
+
+        async def delivered() -> None:
+            await self.jobs.mark_delivered(job_id)
+
+        reply.on_delivered = delivered
+        return reply
+
+    async def list_or_act(self, ctx: CommandContext) -> Reply:
+        request = (ctx.args.get("request") or "list").split()
+        action, rest = request[0].lower(), request[1:]
+        if action in ("resend", "cancel"):
+            if not rest:
+                raise UserInputError(f"Which job? /jobs {action} <id> (the id as /jobs shows it).")
+            if action == "cancel":
+                job = await self.jobs.cancel(ctx.user.key, rest[0])
+                return Reply(blocks=[f"✖️ Job {job.id[:8]} cancelled; nothing was paid for it."])
+            outcome = await self.jobs.result_for_resend(ctx.user.key, rest[0])
+            return await outcome_reply(outcome)
+        if action != "list":
+            raise UserInputError("Use /jobs, /jobs resend <id> or /jobs cancel <id>.")
+        views = await self.jobs.list_jobs(ctx.user.key)
+        if not views:
+            return Reply(blocks=["You have no generation jobs yet. /video and /thumbnail create them."])
+        return Reply(blocks=["🧾 Your recent jobs:", *(job_line(view) for view in views)])
+
+
+def job_line(view: JobView, now: datetime | None = None) -> str:
+    age = _age((now or datetime.now(UTC)) - view.created_at)
+    cost = f" · ${view.cost_usd}" if view.cost_usd else ""
+    line = f"{STATE_ICONS.get(view.state, '•')} {view.id[:8]} · {view.state} · {age} ago{cost}\n   {view.summary}"
+    if view.error:
+        line += f"\n   {view.error}"
+    if view.has_result:
+        line += f"\n   /jobs resend {view.id[:8]}"
+    if view.state == JobState.QUEUED:
+        line += f"\n   /jobs cancel {view.id[:8]}"
+    return line
+
+
+def _age(delta: Any) -> str:
+    seconds = max(0, int(delta.total_seconds()))
+    if seconds < 90:
+        return f"{seconds} s"
+    if seconds < 5400:
+        return f"{seconds // 60} min"
+    if seconds < 172800:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} d"
+
+
+def chat_of(outcome: JobOutcome) -> ChatRef:
+    return ChatRef(platform=outcome.address.platform, id=outcome.address.chat_id, is_private=False)

@@ -1,0 +1,456 @@
+"""Durable generation jobs: the row is written before the paid call, the provider's operation name
+the moment it is known, and every step after a crash resumes from the row, never paying twice.
+
+States: queued → submitting (the paid call is in flight) → running (operation name stored) →
+succeeded / failed → delivered, or cancelled while queued. A job found in ``submitting`` after a
+crash is failed with an explanation instead of being submitted again: whether the provider took
+(and billed) the first submission cannot be known. A lease on the row (owner + expiry, renewed while
+polling) keeps two processes from working on one job at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import or_, select, update
+
+from connectors.database import sessions
+from connectors.errors import ReelwrightError, UserInputError
+from services.character import CharacterProfile
+from services.store.models import UNFINISHED_STATES, JobRecord, JobState, utcnow
+from services.thumbnail import ThumbnailRequest, generate_thumbnail_image
+from services.video import VideoProgress, VideoRequest, generate_video_from_payload, validate_video_request
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 90
+DAMAGED_PAYLOAD = "This job's stored request is damaged and cannot be run. Please ask again."
+INTERRUPTED_SUBMISSION = (
+    "The bot restarted while this video was being submitted. It was not submitted again, so you are "
+    "not charged twice. Please ask again if it does not arrive."
+)
+
+
+@dataclass(frozen=True)
+class JobAddress:
+    """Where a job's result goes, needing no live interaction: a platform and a chat/channel id."""
+
+    platform: str
+    chat_id: str
+    user_key: str
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    job_id: str
+    kind: str
+    address: JobAddress
+    media_path: Path | None = None
+    mime_type: str | None = None
+    caption: str = ""
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class JobView(BaseModel):
+    id: str
+    kind: str
+    state: str
+    summary: str
+    created_at: datetime
+    finished_at: datetime | None
+    delivered_at: datetime | None
+    error: str | None
+    cost_usd: str | None
+    has_result: bool
+
+
+class VideoPayload(BaseModel):
+    prompt: str
+    duration_seconds: int
+    aspect_ratio: str
+    negative_prompt: str | None = None
+    character: CharacterProfile | None = None
+    image_path: str | None = None
+
+
+class ThumbnailPayload(BaseModel):
+    title: str
+    story_summary: str | None = None
+    aspect_ratio: str = "16:9"
+    character: CharacterProfile | None = None
+
+
+JobProgress = Callable[[VideoProgress], Awaitable[None]]
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes; every stored time is UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
+class JobService:
+    def __init__(self, media_dir: Path, *, owner: str | None = None, lease_seconds: float = LEASE_SECONDS) -> None:
+        self.media_dir = media_dir
+        self.owner = owner or uuid.uuid4().hex
+        self.lease = timedelta(seconds=lease_seconds)
+
+    # -- creating -----------------------------------------------------------------------------------
+
+    async def create_video_job(self, address: JobAddress, request: VideoRequest) -> str:
+        """Validate (no paid call for bad input), keep the input image on disk, write the row."""
+        request = validate_video_request(request)
+        job_id = uuid.uuid4().hex
+        image_path = None
+        if request.image is not None:
+            path = self.media_dir / "inputs" / f"{job_id}.img"
+            await asyncio.to_thread(_write_file, path, request.image)
+            image_path = str(path)
+        payload = VideoPayload(
+            prompt=request.prompt,
+            duration_seconds=request.duration_seconds,
+            aspect_ratio=request.aspect_ratio,
+            negative_prompt=request.negative_prompt,
+            character=request.character,
+            image_path=image_path,
+        )
+        await self._insert(job_id, "video", address, payload)
+        return job_id
+
+    async def create_thumbnail_job(self, address: JobAddress, request: ThumbnailRequest) -> str:
+        if not request.title.strip():
+            raise UserInputError("Please give the thumbnail a title.")
+        job_id = uuid.uuid4().hex
+        payload = ThumbnailPayload(
+            title=request.title,
+            story_summary=request.story_summary,
+            aspect_ratio=request.aspect_ratio,
+            character=request.character,
+        )
+        await self._insert(job_id, "thumbnail", address, payload)
+        return job_id
+
+    async def _insert(self, job_id: str, kind: str, address: JobAddress, payload: BaseModel) -> None:
+        async with sessions().begin() as session:
+            session.add(
+                JobRecord(
+                    id=job_id,
+                    kind=kind,
+                    state=JobState.QUEUED,
+                    user_key=address.user_key,
+                    platform=address.platform,
+                    chat_id=address.chat_id,
+                    payload=payload.model_dump_json(),
+                    lease_owner=self.owner,
+                    lease_expires_at=utcnow() + self.lease,
+                )
+            )
+
+    # -- running ------------------------------------------------------------------------------------
+
+    async def _acquire(self, job_id: str) -> JobRecord | None:
+        """Take the job's lease if nobody else holds a live one; None means leave it alone."""
+        now = utcnow()
+        async with sessions().begin() as session:
+            result = await session.execute(
+                update(JobRecord)
+                .where(
+                    JobRecord.id == job_id,
+                    JobRecord.state.in_([str(s) for s in UNFINISHED_STATES]),
+                    JobRecord.delivered_at.is_(None),
+                    or_(
+                        JobRecord.lease_expires_at.is_(None),
+                        JobRecord.lease_expires_at < now,
+                        JobRecord.lease_owner == self.owner,
+                    ),
+                )
+                .values(lease_owner=self.owner, lease_expires_at=now + self.lease, attempts=JobRecord.attempts + 1)
+            )
+            if getattr(result, "rowcount", 0) != 1:
+                return None
+            return await session.get(JobRecord, job_id)
+
+    async def _set(self, job_id: str, **values: Any) -> None:
+        async with sessions().begin() as session:
+            await session.execute(update(JobRecord).where(JobRecord.id == job_id).values(**values))
+
+    async def _renew(self, job_id: str) -> None:
+        await self._set(job_id, lease_expires_at=utcnow() + self.lease)
+
+    async def release(self, job_id: str) -> None:
+        await self._set(job_id, lease_owner=None, lease_expires_at=None)
+
+    async def run(self, job_id: str, progress: JobProgress | None = None) -> JobOutcome | None:
+        """Advance the job as far as it goes: submit or resume, store the result. Returns the outcome
+        to deliver, or None when another process holds the job or it needs nothing more."""
+        job = await self._acquire(job_id)
+        if job is None:
+            return None
+        address = JobAddress(job.platform, job.chat_id, job.user_key)
+        try:
+            if job.state in (JobState.SUCCEEDED, JobState.FAILED):
+                return self._outcome(job, address)
+            if job.state == JobState.SUBMITTING:
+                await self._fail(job_id, INTERRUPTED_SUBMISSION)
+            else:
+                await self._work(job, progress)
+            finished = await self._load(job_id)
+            return self._outcome(finished, address) if finished is not None else None
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("job %s crashed", job_id)
+            await self._fail(job_id, "Something went wrong with this job on our side. Please try again.")
+            finished = await self._load(job_id)
+            return self._outcome(finished, address) if finished is not None else None
+
+    async def _work(self, job: JobRecord, progress: JobProgress | None) -> None:
+        try:
+            payload: VideoPayload | ThumbnailPayload = (
+                VideoPayload.model_validate_json(job.payload)
+                if job.kind == "video"
+                else ThumbnailPayload.model_validate_json(job.payload)
+            )
+        except (ValidationError, ValueError):
+            log.error("job %s has a damaged payload", job.id)
+            await self._fail(job.id, DAMAGED_PAYLOAD)
+            return
+        try:
+            if isinstance(payload, VideoPayload):
+                await self._run_video(job, payload, progress)
+            else:
+                await self._run_thumbnail(job, payload)
+        except (ValidationError, FileNotFoundError):
+            log.error("job %s has a damaged payload or lost its input", job.id)
+            await self._fail(job.id, DAMAGED_PAYLOAD)
+        except ReelwrightError as exc:
+            log.warning("job %s failed: %s: %s", job.id, type(exc).__name__, exc)
+            await self._fail(job.id, exc.user_message)
+
+    async def _run_video(self, job: JobRecord, payload: VideoPayload, progress: JobProgress | None) -> None:
+        image = await asyncio.to_thread(Path(payload.image_path).read_bytes) if payload.image_path else None
+        request = VideoRequest(
+            prompt=payload.prompt,
+            duration_seconds=payload.duration_seconds,
+            aspect_ratio=payload.aspect_ratio,
+            negative_prompt=payload.negative_prompt,
+            character=payload.character,
+            image=image,
+        )
+        resume = job.operation_name if job.state == JobState.RUNNING else None
+        if resume is None:
+            await self._set(job.id, state=JobState.SUBMITTING)
+
+        async def on_operation(name: str) -> None:
+            await self._set(job.id, state=JobState.RUNNING, operation_name=name)
+
+        async def on_progress(update_: VideoProgress) -> None:
+            await self._renew(job.id)
+            if progress is not None:
+                await progress(update_)
+
+        result = await generate_video_from_payload(
+            request, on_operation=on_operation, on_progress=on_progress, resume_operation=resume
+        )
+        path = self.media_dir / "results" / f"{job.id}.mp4"
+        await asyncio.to_thread(_write_file, path, result.video)
+        await self._set(
+            job.id,
+            state=JobState.SUCCEEDED,
+            result_path=str(path),
+            result_mime=result.mime_type,
+            finished_at=utcnow(),
+        )
+
+    async def _run_thumbnail(self, job: JobRecord, payload: ThumbnailPayload) -> None:
+        await self._set(job.id, state=JobState.SUBMITTING)
+        thumbnail = await generate_thumbnail_image(
+            ThumbnailRequest(
+                title=payload.title,
+                story_summary=payload.story_summary,
+                aspect_ratio=payload.aspect_ratio,
+                character=payload.character,
+            )
+        )
+        extension = "jpg" if "jpeg" in thumbnail.mime_type else "png"
+        path = self.media_dir / "results" / f"{job.id}.{extension}"
+        await asyncio.to_thread(_write_file, path, thumbnail.image)
+        await self._set(
+            job.id,
+            state=JobState.SUCCEEDED,
+            result_path=str(path),
+            result_mime=thumbnail.mime_type,
+            finished_at=utcnow(),
+        )
+
+    async def _fail(self, job_id: str, message: str) -> None:
+        await self._set(job_id, state=JobState.FAILED, error=message, finished_at=utcnow())
+
+    async def _load(self, job_id: str) -> JobRecord | None:
+        async with sessions()() as session:
+            return await session.get(JobRecord, job_id)
+
+    def _outcome(self, job: JobRecord, address: JobAddress) -> JobOutcome:
+        caption = _caption(job)
+        if job.state == JobState.FAILED or job.result_path is None:
+            return JobOutcome(job.id, job.kind, address, caption=caption, error=job.error or "The job failed.")
+        return JobOutcome(
+            job.id, job.kind, address, media_path=Path(job.result_path), mime_type=job.result_mime, caption=caption
+        )
+
+    # -- delivery -----------------------------------------------------------------------------------
+
+    async def mark_delivered(self, job_id: str) -> bool:
+        """The idempotency mark: only the first call for a job returns True."""
+        async with sessions().begin() as session:
+            result = await session.execute(
+                update(JobRecord)
+                .where(JobRecord.id == job_id, JobRecord.delivered_at.is_(None))
+                .values(
+                    state=JobState.DELIVERED,
+                    delivered_at=utcnow(),
+                    lease_owner=None,
+                    lease_expires_at=None,
+                )
+            )
+            return getattr(result, "rowcount", 0) == 1
+
+    # -- queries and user actions -------------------------------------------------------------------
+
+    async def unfinished_job_ids(self, *, include_leased: bool = False) -> list[str]:
+        """Jobs not yet delivered; by default only those no live process holds (free or expired lease)."""
+        now = utcnow()
+        query = select(JobRecord.id).where(
+            JobRecord.state.in_([str(s) for s in UNFINISHED_STATES]), JobRecord.delivered_at.is_(None)
+        )
+        if not include_leased:
+            query = query.where(or_(JobRecord.lease_expires_at.is_(None), JobRecord.lease_expires_at < now))
+        async with sessions()() as session:
+            rows = await session.execute(query.order_by(JobRecord.created_at))
+            return [row[0] for row in rows]
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        return await self._load(job_id)
+
+    async def list_jobs(self, user_key: str, limit: int = 10) -> list[JobView]:
+        async with sessions()() as session:
+            rows = await session.scalars(
+                select(JobRecord)
+                .where(JobRecord.user_key == user_key)
+                .order_by(JobRecord.created_at.desc())
+                .limit(limit)
+            )
+            return [
+                JobView(
+                    id=job.id,
+                    kind=job.kind,
+                    state=job.state,
+                    summary=_caption(job),
+                    created_at=as_utc(job.created_at) or utcnow(),
+                    finished_at=as_utc(job.finished_at),
+                    delivered_at=as_utc(job.delivered_at),
+                    error=job.error,
+                    cost_usd=job.cost_usd,
+                    has_result=job.result_path is not None,
+                )
+                for job in rows
+            ]
+
+    async def find_users_job(self, user_key: str, job_ref: str) -> JobRecord:
+        """A job of this user by id or unique id prefix (what /jobs shows)."""
+        ref = job_ref.strip().lstrip("#").lower()
+        if len(ref) < 4:
+            raise UserInputError("Give at least the first 4 characters of the job id, as /jobs shows it.")
+        async with sessions()() as session:
+            rows = list(
+                await session.scalars(
+                    select(JobRecord).where(JobRecord.user_key == user_key, JobRecord.id.startswith(ref)).limit(2)
+                )
+            )
+        if not rows:
+            raise UserInputError(f"You have no job {ref}. /jobs lists yours.")
+        if len(rows) > 1:
+            raise UserInputError(f"{ref} matches several jobs; give more of the id.")
+        return rows[0]
+
+    async def cancel(self, user_key: str, job_ref: str) -> JobRecord:
+        job = await self.find_users_job(user_key, job_ref)
+        async with sessions().begin() as session:
+            result = await session.execute(
+                update(JobRecord)
+                .where(JobRecord.id == job.id, JobRecord.state == JobState.QUEUED)
+                .values(state=JobState.CANCELLED, finished_at=utcnow())
+            )
+        if getattr(result, "rowcount", 0) != 1:
+            raise UserInputError(f"Job {job.id[:8]} is {job.state}; only a queued job can be cancelled.")
+        return job
+
+    async def result_for_resend(self, user_key: str, job_ref: str) -> JobOutcome:
+        job = await self.find_users_job(user_key, job_ref)
+        if job.result_path is None:
+            raise UserInputError(f"Job {job.id[:8]} has no result to send ({job.state}).")
+        path = Path(job.result_path)
+        if not await asyncio.to_thread(path.is_file):
+            raise UserInputError(f"Job {job.id[:8]}'s result has been cleaned up after the retention period.")
+        return self._outcome(job, JobAddress(job.platform, job.chat_id, job.user_key))
+
+    async def purge_media(self, older_than: timedelta) -> int:
+        """Delete result files of jobs finished before the retention window; rows stay for /jobs."""
+        cutoff = utcnow() - older_than
+        async with sessions()() as session:
+            rows = list(
+                await session.execute(
+                    select(JobRecord.id, JobRecord.result_path).where(
+                        JobRecord.finished_at < cutoff, JobRecord.result_path.is_not(None)
+                    )
+                )
+            )
+        removed = 0
+        for job_id, result_path in rows:
+            path = Path(str(result_path))
+            if await asyncio.to_thread(_remove_file, path):
+                removed += 1
+            await self._set(job_id, result_path=None)
+            image = self.media_dir / "inputs" / f"{job_id}.img"
+            await asyncio.to_thread(_remove_file, image)
+        return removed
+
+
+def _caption(job: JobRecord) -> str:
+    try:
+        data = json.loads(job.payload)
+    except ValueError:
+        return f"{job.kind} job"
+    if job.kind == "video":
+        text = str(data.get("prompt", ""))
+        return f"🎬 {data.get('duration_seconds', '?')} s · {data.get('aspect_ratio', '?')} · {text[:60]}"
+    return f"🖼️ {str(data.get('title', ''))[:60]}"
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".part")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def _remove_file(path: Path) -> bool:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True

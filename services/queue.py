@@ -1,0 +1,122 @@
+"""Job execution on taskiq: an in-memory broker in the bot's own process by default (nothing to
+install), a Redis stream broker when REDIS_URL is set so that ``reelwright worker`` processes share
+the work (unacknowledged messages are re-delivered after ``idle_timeout``).
+
+taskiq was chosen over arq/Celery/Dramatiq because it is asyncio-native end to end, ships both an
+in-memory broker (for the embedded default) and an acknowledging Redis stream broker, and runs a
+worker programmatically. The queue only carries job ids: the job row is the source of truth, so a
+message delivered twice is harmless (the row's lease and states decide what happens).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from taskiq import AsyncBroker, InMemoryBroker
+from taskiq_redis import RedisStreamBroker
+
+from services.jobs import JobOutcome, JobProgress, JobService
+
+log = logging.getLogger(__name__)
+
+TASK_NAME = "reelwright.run_job"
+Deliver = Callable[[JobOutcome], Awaitable[None]]
+
+
+@dataclass
+class _Watcher:
+    progress: JobProgress | None
+    outcome: asyncio.Future[JobOutcome]
+
+
+@dataclass
+class JobExecutor:
+    """Runs one job id: the work, then delivery through ``deliver`` and the idempotency mark, unless
+    an interactive command in this process is waiting for it (then that command delivers it)."""
+
+    jobs: JobService
+    deliver: Deliver
+    watchers: dict[str, _Watcher] = field(default_factory=dict)
+    running: set[str] = field(default_factory=set)
+
+    async def execute(self, job_id: str) -> None:
+        if job_id in self.running:
+            return
+        self.running.add(job_id)
+        try:
+            await self._execute(job_id)
+        finally:
+            self.running.discard(job_id)
+
+    async def _execute(self, job_id: str) -> None:
+        watcher = self.watchers.get(job_id)
+        outcome = await self.jobs.run(job_id, progress=watcher.progress if watcher else None)
+        if outcome is None:
+            return
+        if watcher is not None and not watcher.outcome.done():
+            watcher.outcome.set_result(outcome)
+            return
+        try:
+            await self.deliver(outcome)
+        except Exception:
+            log.exception("delivering job %s failed; it stays undelivered and is retried later", job_id)
+            await self.jobs.release(job_id)
+            return
+        await self.jobs.mark_delivered(job_id)
+
+    def watch(self, job_id: str, progress: JobProgress | None) -> asyncio.Future[JobOutcome]:
+        future: asyncio.Future[JobOutcome] = asyncio.get_running_loop().create_future()
+        self.watchers[job_id] = _Watcher(progress, future)
+        return future
+
+    def unwatch(self, job_id: str) -> None:
+        self.watchers.pop(job_id, None)
+
+
+class JobQueue:
+    def __init__(self, executor: JobExecutor, redis_url: str | None = None, *, max_concurrent: int = 200) -> None:
+        self.executor = executor
+        self.redis_url = redis_url
+        self.broker: AsyncBroker
+        if redis_url:
+            self.broker = RedisStreamBroker(
+                url=redis_url,
+                queue_name="reelwright:jobs",
+                consumer_group_name="reelwright",
+                idle_timeout=120_000,
+            )
+        else:
+            self.broker = InMemoryBroker(max_async_tasks=max_concurrent)
+
+        async def run_job(job_id: str) -> None:
+            await self.executor.execute(job_id)
+
+        self._task = self.broker.register_task(run_job, task_name=TASK_NAME)
+        self._worker: asyncio.Task[None] | None = None
+
+    @property
+    def in_process(self) -> bool:
+        """True when jobs run in this process (the in-memory broker)."""
+        return self.redis_url is None
+
+    async def start(self) -> None:
+        await self.broker.startup()
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+        await self.broker.shutdown()
+
+    async def enqueue(self, job_id: str) -> None:
+        await self._task.kiq(job_id)
+
+    async def run_worker(self, max_async_tasks: int = 100) -> None:
+        """Consume jobs from Redis in this process (``reelwright worker``) until cancelled."""
+        from taskiq.api import run_receiver_task
+
+        self.broker.is_worker_process = True
+        await run_receiver_task(self.broker, max_async_tasks=max_async_tasks, run_startup=False)

@@ -1,0 +1,253 @@
+"""Durable jobs on SQLite and PostgreSQL against the fake Veo: written before the paid call,
+resumed by operation name after a crash, delivered once, never paid twice."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+
+from connectors.database import sessions
+from services.jobs import DAMAGED_PAYLOAD, INTERRUPTED_SUBMISSION, JobAddress, JobOutcome, JobService
+from services.queue import JobExecutor, JobQueue
+from services.store.models import JobRecord, JobState
+from services.thumbnail import ThumbnailRequest
+from services.video import VideoRequest
+from tests.fakes import FakeGenAI, FakeOpenRouter
+
+Upstreams = tuple[FakeOpenRouter, FakeGenAI]
+ADDRESS = JobAddress(platform="telegram", chat_id="42", user_key="telegram:7")
+
+
+async def wait_until(condition: Callable[[], Awaitable[bool]], what: str, attempts: int = 500) -> None:
+    """Poll a condition that has no event to await (state in another component), bounded."""
+    for _ in range(attempts):
+        if await condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def state_of(job_id: str) -> JobRecord:
+    async with sessions()() as session:
+        job = await session.get(JobRecord, job_id)
+        assert job is not None
+        return job
+
+
+@pytest.fixture
+def service(tmp_path: Path, database: str, upstreams: Upstreams) -> JobService:
+    return JobService(tmp_path / "media", lease_seconds=30)
+
+
+async def test_row_is_written_before_the_paid_call_and_the_operation_name_when_known(
+    service: JobService, upstreams: Upstreams
+) -> None:
+    _, veo = upstreams
+    veo.latency = 0.3
+    job_id = await service.create_video_job(ADDRESS, VideoRequest(prompt="a cat surfing", duration_seconds=4))
+    assert (await state_of(job_id)).state == JobState.QUEUED
+    assert veo.requests == []
+    run = asyncio.create_task(service.run(job_id))
+
+    async def submitting_while_in_flight() -> bool:
+        return bool(veo.video_generation_requests) and (await state_of(job_id)).state == JobState.SUBMITTING
+
+    await wait_until(submitting_while_in_flight, "the paid call to be in flight")
+    outcome = await run
+    assert outcome is not None and outcome.ok
+    job = await state_of(job_id)
+    assert job.state == JobState.SUCCEEDED
+    assert job.operation_name and "operations/" in job.operation_name
+    assert outcome.media_path is not None and outcome.media_path.read_bytes()[4:8] == b"ftyp"
+
+
+async def test_a_crashed_job_resumes_polling_its_operation_without_paying_again(
+    tmp_path: Path, database: str, upstreams: Upstreams
+) -> None:
+    _, veo = upstreams
+    veo.polls_until_done = 1000  # keeps "rendering" until we let it finish
+    first = JobService(tmp_path / "media", lease_seconds=0.3)
+    job_id = await first.create_video_job(ADDRESS, VideoRequest(prompt="x", duration_seconds=4))
+    crashed = asyncio.create_task(first.run(job_id))
+
+    async def running() -> bool:
+        return (await state_of(job_id)).state == JobState.RUNNING
+
+    await wait_until(running, "the operation name to be stored")
+    crashed.cancel()  # the process dies mid-poll
+    with pytest.raises(asyncio.CancelledError):
+        await crashed
+    veo.polls_until_done = 1
+    second = JobService(tmp_path / "media", lease_seconds=30)  # a new process: another lease owner
+
+    async def lease_expired() -> bool:
+        return await second.unfinished_job_ids() == [job_id]
+
+    await wait_until(lease_expired, "the dead owner's lease to expire")
+    outcome = await second.run(job_id)
+    assert outcome is not None and outcome.ok
+    assert len(veo.video_generation_requests) == 1
+
+
+async def test_a_job_interrupted_while_submitting_is_failed_not_resubmitted(
+    service: JobService, upstreams: Upstreams
+) -> None:
+    _, veo = upstreams
+    job_id = await service.create_video_job(ADDRESS, VideoRequest(prompt="x"))
+    async with sessions().begin() as session:
+        await session.execute(update(JobRecord).where(JobRecord.id == job_id).values(state=JobState.SUBMITTING))
+    outcome = await service.run(job_id)
+    assert outcome is not None and outcome.error == INTERRUPTED_SUBMISSION
+    assert veo.video_generation_requests == []
+
+
+async def test_a_corrupt_payload_fails_with_a_message_while_others_continue(
+    service: JobService, upstreams: Upstreams
+) -> None:
+    broken = await service.create_video_job(ADDRESS, VideoRequest(prompt="x"))
+    fine = await service.create_video_job(ADDRESS, VideoRequest(prompt="y"))
+    async with sessions().begin() as session:
+        await session.execute(update(JobRecord).where(JobRecord.id == broken).values(payload="{not json"))
+    broken_outcome, fine_outcome = await asyncio.gather(service.run(broken), service.run(fine))
+    assert broken_outcome is not None and broken_outcome.error == DAMAGED_PAYLOAD
+    assert fine_outcome is not None and fine_outcome.ok
+
+
+async def test_a_filtered_video_fails_with_the_safety_message(service: JobService, upstreams: Upstreams) -> None:
+    _, veo = upstreams
+    veo.video_outcome = "filtered"
+    job_id = await service.create_video_job(ADDRESS, VideoRequest(prompt="x"))
+    outcome = await service.run(job_id)
+    assert outcome is not None and outcome.error is not None and "safety filter" in outcome.error
+    assert (await state_of(job_id)).state == JobState.FAILED
+
+
+async def test_bad_input_creates_no_job(service: JobService, upstreams: Upstreams) -> None:
+    from connectors.errors import UserInputError
+
+    with pytest.raises(UserInputError):
+        await service.create_video_job(ADDRESS, VideoRequest(prompt="   "))
+    with pytest.raises(UserInputError):
+        await service.create_video_job(ADDRESS, VideoRequest(prompt="x", image=b"not an image"))
+    assert await service.list_jobs(ADDRESS.user_key) == []
+
+
+async def test_delivery_mark_is_idempotent(service: JobService, upstreams: Upstreams) -> None:
+    job_id = await service.create_thumbnail_job(ADDRESS, ThumbnailRequest(title="My Dragon"))
+    assert (await service.run(job_id)) is not None
+    assert await service.mark_delivered(job_id) is True
+    assert await service.mark_delivered(job_id) is False
+    assert await service.run(job_id) is None  # nothing left to do
+    assert await service.unfinished_job_ids(include_leased=True) == []
+
+
+async def test_two_processes_on_one_job_pay_once_and_deliver_once(
+    tmp_path: Path, database: str, upstreams: Upstreams
+) -> None:
+    _, veo = upstreams
+    delivered: list[JobOutcome] = []
+
+    async def deliver(outcome: JobOutcome) -> None:
+        delivered.append(outcome)
+
+    a = JobExecutor(JobService(tmp_path / "media", lease_seconds=30), deliver)
+    b = JobExecutor(JobService(tmp_path / "media", lease_seconds=30), deliver)
+    job_id = await a.jobs.create_video_job(ADDRESS, VideoRequest(prompt="x"))
+    await asyncio.gather(a.execute(job_id), b.execute(job_id), a.execute(job_id))
+    assert len(veo.video_generation_requests) == 1
+    assert [o.job_id for o in delivered] == [job_id]
+    assert (await state_of(job_id)).state == JobState.DELIVERED
+
+
+async def test_a_failed_delivery_is_retried_later_not_lost(service: JobService, upstreams: Upstreams) -> None:
+    attempts: list[str] = []
+
+    async def flaky(outcome: JobOutcome) -> None:
+        attempts.append(outcome.job_id)
+        if len(attempts) == 1:
+            raise ConnectionError("platform down")
+
+    executor = JobExecutor(service, flaky)
+    job_id = await service.create_thumbnail_job(ADDRESS, ThumbnailRequest(title="x"))
+    await executor.execute(job_id)
+    assert (await state_of(job_id)).state == JobState.SUCCEEDED
+    assert await service.unfinished_job_ids() == [job_id]
+    await executor.execute(job_id)
+    assert attempts == [job_id, job_id]
+    assert (await state_of(job_id)).state == JobState.DELIVERED
+
+
+async def test_jobs_list_cancel_and_resend(service: JobService, upstreams: Upstreams) -> None:
+    from connectors.errors import UserInputError
+
+    queued = await service.create_video_job(ADDRESS, VideoRequest(prompt="a queued one"))
+    done = await service.create_thumbnail_job(ADDRESS, ThumbnailRequest(title="Done"))
+    await service.run(done)
+    views = await service.list_jobs(ADDRESS.user_key)
+    assert {v.id for v in views} == {queued, done}
+    assert await service.list_jobs("telegram:someone-else") == []
+    cancelled = await service.cancel(ADDRESS.user_key, queued[:8])
+    assert cancelled.id == queued and (await state_of(queued)).state == JobState.CANCELLED
+    with pytest.raises(UserInputError, match="only a queued job"):
+        await service.cancel(ADDRESS.user_key, done[:8])
+    with pytest.raises(UserInputError, match="no job"):
+        await service.cancel("telegram:someone-else", done[:8])
+    outcome = await service.result_for_resend(ADDRESS.user_key, done[:8])
+    assert outcome.media_path is not None and outcome.media_path.read_bytes().startswith(b"\x89PNG")
+
+
+async def test_media_past_retention_is_removed(service: JobService, upstreams: Upstreams) -> None:
+    job_id = await service.create_thumbnail_job(ADDRESS, ThumbnailRequest(title="x"))
+    outcome = await service.run(job_id)
+    assert outcome is not None and outcome.media_path is not None and outcome.media_path.exists()
+    assert await service.purge_media(timedelta(days=1)) == 0
+    assert await service.purge_media(timedelta(seconds=-1)) == 1
+    assert not outcome.media_path.exists()
+    assert (await service.list_jobs(ADDRESS.user_key))[0].has_result is False
+
+
+async def test_redis_queue_with_a_worker_runs_and_delivers_once(
+    tmp_path: Path, database: str, upstreams: Upstreams, redis_url: str
+) -> None:
+    _, veo = upstreams
+    delivered: list[str] = []
+    done = asyncio.Event()
+
+    async def deliver(outcome: JobOutcome) -> None:
+        delivered.append(outcome.job_id)
+        done.set()
+
+    service = JobService(tmp_path / "media")
+    queue = JobQueue(JobExecutor(service, deliver), redis_url)
+    queue.broker.queue_name = f"reelwright:test:{tmp_path.name}"  # type: ignore[attr-defined]
+    await queue.start()
+    worker = asyncio.create_task(queue.run_worker())
+    try:
+        job_id = await service.create_video_job(ADDRESS, VideoRequest(prompt="x"))
+        await queue.enqueue(job_id)
+        await queue.enqueue(job_id)  # a duplicate message is harmless
+        await asyncio.wait_for(done.wait(), timeout=30)
+        await wait_until(lambda: _delivered(job_id), "the delivery mark")
+    finally:
+        worker.cancel()
+        await asyncio.gather(worker, return_exceptions=True)
+        await queue.stop()
+    assert delivered == [job_id]
+    assert len(veo.video_generation_requests) == 1
+
+
+async def _delivered(job_id: str) -> bool:
+    return (await state_of(job_id)).state == JobState.DELIVERED
+
+
+def test_payload_never_holds_media_bytes(tmp_path: Path) -> None:
+    """Images go to MEDIA_DIR; the row keeps a path (no base64 blobs in the database)."""
+    from services.jobs import VideoPayload
+
+    assert "image" not in json.dumps(VideoPayload.model_json_schema()["properties"]).replace("image_path", "")
