@@ -32,7 +32,7 @@ def _secrets(settings: Settings) -> list[str]:
 async def serve_console(settings: Settings) -> int:
     runtime = await start_runtime(settings)
     stop = asyncio.Event()
-    maintenance = asyncio.create_task(runtime.run_job_maintenance(stop))
+    maintenance = asyncio.create_task(runtime.run_background(stop))
     try:
         if runtime.sandbox_upstreams:
             print(
@@ -62,7 +62,7 @@ async def serve_worker(settings: Settings) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await register_send_only_senders(runtime)
-    maintenance = asyncio.create_task(runtime.run_job_maintenance(stop))
+    maintenance = asyncio.create_task(runtime.run_background(stop))
     worker = asyncio.create_task(runtime.queue.run_worker())
     try:
         await stop.wait()
@@ -93,7 +93,7 @@ async def serve_platforms(settings: Settings) -> int:
         from bot.discord.app import serve_discord
 
         servers.append(serve_discord(runtime, stop))
-    maintenance = asyncio.create_task(runtime.run_job_maintenance(stop))
+    maintenance = asyncio.create_task(runtime.run_background(stop))
     try:
         await asyncio.gather(*servers)
     except PlatformStartError as exc:

@@ -23,6 +23,7 @@ from bot.core.context import ChatRef
 from bot.core.dispatcher import ChatCore
 from bot.core.jobs import JobCommands, chat_of, outcome_reply
 from bot.core.replies import Reply
+from bot.core.scheduling import trend_post
 from bot.sandbox.fake_genai import FakeGenAI
 from bot.sandbox.fake_openrouter import FakeOpenRouter
 from connectors import genai_connector, openai_connector
@@ -35,7 +36,9 @@ from services.config import ServiceConfig, configure_services
 from services.jobs import JobOutcome, JobService
 from services.memory import UserMemory
 from services.queue import JobExecutor, JobQueue
+from services.schedules import ScheduleService, ScheduleView, TrendScheduler
 from services.store.migrate import migrate_to_head
+from services.trends import TrendReport
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +70,27 @@ class Runtime:
     jobs: JobService | None = None
     queue: JobQueue | None = None
     executor: JobExecutor | None = None
+    schedules: ScheduleService | None = None
+
+    async def post_trends(self, view: ScheduleView, report: TrendReport) -> None:
+        sender = self.senders.get(view.platform)
+        if sender is None:
+            raise LookupError(f"no {view.platform} sender in this process yet")
+        await sender.send(ChatRef(platform=view.platform, id=view.chat_id, is_private=False), trend_post(view, report))
+
+    async def run_background(self, stop: asyncio.Event) -> None:
+        """Job recovery and maintenance, and the trend-post scheduler, until ``stop`` is set."""
+        scheduler = None
+        if self.schedules is not None:
+            scheduler = TrendScheduler(
+                self.schedules, self.post_trends, reconcile_seconds=self.settings.schedule_reconcile_seconds
+            )
+            await scheduler.start()
+        try:
+            await self.run_job_maintenance(stop)
+        finally:
+            if scheduler is not None:
+                await scheduler.stop()
 
     async def deliver_outcome(self, outcome: JobOutcome) -> None:
         """Deliver a finished job through its platform's sender (no live interaction needed)."""
@@ -195,7 +219,13 @@ async def start_runtime(settings: Settings) -> Runtime:
     await queue.start()
     stack.push_async_callback(queue.stop)
     runtime.jobs, runtime.queue, runtime.executor = jobs, queue, executor
-    commands = build_commands(UserMemory(), characters=DatabaseCharacterBook(), jobs=JobCommands(jobs, queue, executor))
+    runtime.schedules = ScheduleService(grace=timedelta(minutes=settings.schedule_grace_minutes))
+    commands = build_commands(
+        UserMemory(),
+        characters=DatabaseCharacterBook(),
+        jobs=JobCommands(jobs, queue, executor),
+        schedules=runtime.schedules,
+    )
     runtime.core = ChatCore(commands, sandbox_upstreams=frozenset(sandbox))
     return runtime
 

@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     media_retention_days: float = Field(default=7.0, gt=0)
     job_lease_seconds: float = Field(default=90.0, ge=2)
     job_sweep_seconds: float = Field(default=20.0, gt=0)
+    schedule_grace_minutes: float = Field(default=60.0, ge=0)
+    schedule_reconcile_seconds: float = Field(default=60.0, gt=0)
 
     # Limits on user input, enforced before any paid call.
     max_prompt_chars: int = Field(default=2000, gt=0)

@@ -22,6 +22,11 @@ CONSOLE_USER = UserRef(platform="console", id="local", name="you")
 CONSOLE_CHAT = ChatRef(platform="console", id="local")
 
 
+async def _console_user_is_admin() -> bool:
+    """Whoever runs the console owns the bot."""
+    return True
+
+
 class ConsoleResponder:
     def __init__(self, out: TextIO, media_dir: Path) -> None:
         self.out = out
@@ -86,7 +91,9 @@ def parse_line(core: ChatCore, line: str) -> Invocation | None:
             if explicit or path.is_file() or (quoted and path.suffix):
                 image = _file_image(path)
                 rest = remainder
-    return Invocation(command=name, user=CONSOLE_USER, chat=CONSOLE_CHAT, text=rest, image=image)
+    return Invocation(
+        command=name, user=CONSOLE_USER, chat=CONSOLE_CHAT, text=rest, image=image, is_admin=_console_user_is_admin
+    )
 
 
 async def run_console(core: ChatCore, media_dir: Path, stdin: TextIO | None = None, out: TextIO | None = None) -> int:

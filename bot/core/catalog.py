@@ -19,12 +19,14 @@ from bot.core.rendering import (
     trend_blocks,
 )
 from bot.core.replies import Media, Reply
+from bot.core.scheduling import schedule_command
 from connectors.errors import UserInputError
 from services.character import CharacterProfile, analyze_character_from_image
 from services.characters import CharacterBook, InMemoryCharacterBook
 from services.free_content import KIND_GUIDES, generate_free_content
 from services.meme import MAX_MEMES, generate_meme_segments
 from services.memory import UserMemory
+from services.schedules import ScheduleService
 from services.story import (
     MAX_LONG_SEGMENTS,
     MAX_SEGMENTS,
@@ -205,7 +207,11 @@ class ReelwrightCommands:
 
 
 def build_commands(
-    memory: UserMemory | None = None, *, characters: CharacterBook | None = None, jobs: JobCommands | None = None
+    memory: UserMemory | None = None,
+    *,
+    characters: CharacterBook | None = None,
+    jobs: JobCommands | None = None,
+    schedules: ScheduleService | None = None,
 ) -> CommandSet:
     """The catalogue every adapter registers; with ``jobs``, /video and /thumbnail run as durable jobs."""
     handlers = ReelwrightCommands(memory or UserMemory(), characters, jobs)
@@ -417,6 +423,32 @@ def build_commands(
             ),
             list_jobs,
             example="/jobs resend 1a2b3c4d",
+            upstream=None,
+        )
+    )
+
+    async def schedule(ctx: CommandContext) -> Reply:
+        if schedules is None:
+            raise UserInputError("Schedules are not available in this setup.")
+        return await schedule_command(schedules, ctx)
+
+    commands.add(
+        Command(
+            "schedule",
+            "Daily trend posts for this chat (admins)",
+            "Post trending ideas for a niche into this chat every day at a local time.",
+            (
+                Option(
+                    "request",
+                    OptionKind.TEXT,
+                    "add <niche> <HH:MM> <time zone>, list, or remove <id>",
+                    rest=True,
+                    max_length=300,
+                ),
+            ),
+            schedule,
+            example="/schedule add indie game dev 09:30 Europe/Berlin",
+            admin_only=True,
             upstream=None,
         )
     )

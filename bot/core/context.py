@@ -53,6 +53,7 @@ class Invocation:
     text: str | None = None
     options: dict[str, Any] | None = None
     image: IncomingImage | None = None
+    is_admin: Callable[[], Awaitable[bool]] | None = None
 
 
 ProgressSink = Callable[[str], Awaitable[None]]

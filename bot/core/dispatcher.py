@@ -88,6 +88,8 @@ class ChatCore:
                 raise UserInputError(f"/{command.name} needs an image. {command.usage()}")
         except UserInputError as exc:
             return Reply.error(f"{exc.user_message}\nUsage: {command.usage()}")
+        if command.admin_only and not await _is_admin(invocation):
+            return Reply.error(f"Only admins of this chat can use /{command.name}.")
         context = CommandContext(
             command=command,
             args=args,
@@ -118,6 +120,16 @@ class ChatCore:
         for middleware in reversed(self.middlewares):
             call = _bind(middleware, call)
         return await call(context)
+
+
+async def _is_admin(invocation: Invocation) -> bool:
+    if invocation.is_admin is None:
+        return False
+    try:
+        return await invocation.is_admin()
+    except Exception:
+        log.exception("checking admin rights for %s failed; treating as not admin", invocation.user.key)
+        return False
 
 
 def _bind(middleware: Middleware, following: Next) -> Next:

@@ -201,6 +201,7 @@ def test_the_catalogue_has_the_expected_commands() -> None:
         "video",
         "thumbnail",
         "jobs",
+        "schedule",
         "help",
     ]
 
