@@ -283,13 +283,17 @@ class FakeUpstream:
         """Produce the answer; subclasses override."""
         return json_response(self.error_body(404, "Not found"), 404)
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, Any]:
         """Counters a benchmark in another process reads through ``GET /_stats``."""
         used = {r.connection for r in self.requests if r.connection}
+        routes: dict[str, int] = {}
+        for recorded in self.requests:
+            routes[recorded.route or "other"] = routes.get(recorded.route or "other", 0) + 1
         return {
             "requests": len(self.requests),
             "connections": self.connections_accepted,
             "api_connections": len(used),
+            "routes": routes,
         }
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
