@@ -1,0 +1,127 @@
+"""An aiohttp transport for python-telegram-bot: the same ``BaseRequest`` contract as PTB's httpx one.
+
+Why: under load most of the bot's CPU per command went to httpx/httpcore request machinery (seen
+with py-spy in bench/bench_telegram.py); aiohttp does the same work with far less Python per call,
+and aiohttp is already a dependency. PTB keeps its own error mapping (``_request_wrapper``): this
+class only moves bytes and turns transport failures into ``TimedOut`` / ``NetworkError``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+from urllib.request import getproxies, proxy_bypass
+
+import aiohttp
+from telegram._utils.defaultvalue import DefaultValue
+from telegram._utils.types import ODVInput
+from telegram.error import NetworkError, TimedOut
+from telegram.request import BaseRequest, RequestData
+
+FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+class AiohttpRequest(BaseRequest):
+    """A pooled aiohttp session; one instance for bot calls, another (pool of 1) for getUpdates."""
+
+    def __init__(
+        self,
+        connection_pool_size: int = 256,
+        *,
+        read_timeout: float | None = 5.0,
+        write_timeout: float | None = 5.0,
+        connect_timeout: float | None = 5.0,
+        media_write_timeout: float | None = 20.0,
+    ) -> None:
+        self._pool_size = connection_pool_size
+        self._read_timeout = read_timeout
+        self._write_timeout = write_timeout
+        self._connect_timeout = connect_timeout
+        self._media_write_timeout = media_write_timeout
+        self._session: aiohttp.ClientSession | None = None
+        self._proxies: dict[str, str] = {}
+        self._proxy_by_origin: dict[str, str | None] = {}
+
+    @property
+    def read_timeout(self) -> float | None:
+        return self._read_timeout
+
+    async def initialize(self) -> None:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self._pool_size, ttl_dns_cache=300)
+            # trust_env would read ~/.netrc in a thread on every request; proxies are read once instead.
+            self._session = aiohttp.ClientSession(connector=connector, headers={"User-Agent": self.USER_AGENT})
+            self._proxies = getproxies()
+            self._proxy_by_origin.clear()
+
+    async def shutdown(self) -> None:
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            await session.close()
+
+    async def do_request(
+        self,
+        url: str,
+        method: str,
+        request_data: RequestData | None = None,
+        read_timeout: ODVInput[float] = BaseRequest.DEFAULT_NONE,
+        write_timeout: ODVInput[float] = BaseRequest.DEFAULT_NONE,
+        connect_timeout: ODVInput[float] = BaseRequest.DEFAULT_NONE,
+        pool_timeout: ODVInput[float] = BaseRequest.DEFAULT_NONE,
+    ) -> tuple[int, bytes]:
+        session = self._session
+        if session is None or session.closed:
+            raise RuntimeError("This AiohttpRequest is not initialized!")
+        files = request_data.multipart_data if request_data is not None and request_data.contains_files else None
+        read = self._read_timeout if isinstance(read_timeout, DefaultValue) else read_timeout
+        connect = self._connect_timeout if isinstance(connect_timeout, DefaultValue) else connect_timeout
+        write = write_timeout
+        if isinstance(write, DefaultValue):
+            write = self._media_write_timeout if files else self._write_timeout
+        total = None if read is None or write is None else read + write + (connect or 0.0)
+        timeout = aiohttp.ClientTimeout(total=total, sock_connect=connect, sock_read=read)
+        body: Any = None
+        headers: dict[str, str] | None = None
+        if request_data is not None:
+            if files:
+                body = _form(request_data.json_parameters, files)
+            else:
+                body = urlencode(request_data.json_parameters).encode()
+                headers = FORM_HEADERS
+        try:
+            async with session.request(
+                method, url, data=body, headers=headers, timeout=timeout, proxy=self._proxy_for(url)
+            ) as response:
+                return response.status, await response.read()
+        except TimeoutError as exc:
+            raise TimedOut from exc
+        except aiohttp.ClientError as exc:
+            raise NetworkError(f"aiohttp.{type(exc).__name__}: {exc}") from exc
+
+    def _proxy_for(self, url: str) -> str | None:
+        """HTTP(S)_PROXY / NO_PROXY from the environment, decided once per origin."""
+        if not self._proxies:
+            return None
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        if origin not in self._proxy_by_origin:
+            proxy = self._proxies.get(parts.scheme)
+            self._proxy_by_origin[origin] = None if proxy is None or proxy_bypass(parts.hostname or "") else proxy
+        return self._proxy_by_origin[origin]
+
+
+def _form(fields: dict[str, str], files: dict[str, Any]) -> aiohttp.FormData:
+    """Multipart body: the parameters as fields, then each upload as a named file part."""
+    form = aiohttp.FormData(quote_fields=False)
+    for name, value in fields.items():
+        form.add_field(name, value)
+    for name, upload in files.items():
+        if isinstance(upload, tuple):
+            filename, content, *rest = upload
+            content_type = rest[0] if rest else "application/octet-stream"
+        else:
+            filename, content, content_type = name, upload, "application/octet-stream"
+        if hasattr(content, "read"):
+            content = content.read()
+        form.add_field(name, content, filename=filename, content_type=content_type)
+    return form

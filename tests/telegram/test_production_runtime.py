@@ -1,0 +1,65 @@
+"""The Telegram adapter on the production runtime (``start_runtime``: guards, usage ledger, jobs):
+a costly /video asks first, and the "Go ahead" button under the question runs it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.runtime import Runtime, start_runtime
+from bot.telegram.app import TelegramOptions, TelegramService
+from tests.fakes import FakeGenAI, FakeOpenRouter
+from tests.fakes.telegram_api import FakeTelegramAPI
+from tests.telegram.conftest import EAGER_PROGRESS, TelegramBot, telegram_settings
+
+CHAT = 700
+
+
+@pytest.fixture
+async def production_bot(
+    tmp_path: Path, telegram_api: FakeTelegramAPI, fake_openrouter: FakeOpenRouter, fake_genai: FakeGenAI
+) -> AsyncIterator[TelegramBot]:
+    settings = telegram_settings(
+        telegram_api,
+        openrouter_api_key="test-openrouter-key",
+        openrouter_base_url=fake_openrouter.base_url,
+        google_api_key="test-google-key",
+        genai_base_url=fake_genai.base_url,
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'tg.sqlite3'}",
+        media_dir=tmp_path / "media",
+        video_poll_initial_seconds=0.01,
+        video_poll_max_seconds=0.05,
+        text_max_retries=0,
+        confirm_above_usd=1.0,
+    )
+    runtime: Runtime = await start_runtime(settings)
+    service = TelegramService(runtime, TelegramOptions(progress=EAGER_PROGRESS, poll_timeout=5))
+    await service.start()
+    yield TelegramBot(service, telegram_api, runtime, fake_openrouter, fake_genai)
+    await service.stop()
+    await runtime.close()
+
+
+async def test_a_costly_video_is_confirmed_with_the_button(production_bot: TelegramBot) -> None:
+    tg = production_bot
+    asked = await tg.run(CHAT, "/video a cat surfing duration=8")
+    question = next(c for c in asked if "/confirm" in c.params.get("text", ""))
+    button = question.json_param("reply_markup")["inline_keyboard"][0][0]
+    assert button["text"] == "✅ Go ahead" and button["callback_data"].startswith("confirm:")
+    assert tg.media.video_generation_requests == []
+    message = tg.api.bot_message(CHAT, question.answered["result"]["message_id"])  # type: ignore[index]
+    await tg.api.press(message, button["callback_data"], user_id=CHAT)
+    await tg.settle()
+    await tg.api.wait_for_call("sendVideo", CHAT)
+    assert len(tg.media.video_generation_requests) == 1
+    assert len(tg.api.calls_of("answerCallbackQuery")) == 1
+    assert "reply_markup" not in tg.api.bot_message(CHAT, message["message_id"])  # one press only
+
+
+async def test_a_story_through_the_production_core(production_bot: TelegramBot) -> None:
+    calls = await production_bot.run(CHAT, "/story a dragon learns to fly segments=3")
+    texts = [c.params["text"] for c in calls if c.method in ("sendMessage", "editMessageText")]
+    assert any("3 segments" in t for t in texts) and not any("⚠️" in t for t in texts)
+    assert calls[-1].method == "sendPhoto"
