@@ -77,14 +77,21 @@ class JobExecutor:
 
 
 class JobQueue:
-    def __init__(self, executor: JobExecutor, redis_url: str | None = None, *, max_concurrent: int = 200) -> None:
+    def __init__(
+        self,
+        executor: JobExecutor,
+        redis_url: str | None = None,
+        *,
+        max_concurrent: int = 200,
+        queue_name: str = "reelwright:jobs",
+    ) -> None:
         self.executor = executor
         self.redis_url = redis_url
         self.broker: AsyncBroker
         if redis_url:
             self.broker = RedisStreamBroker(
                 url=redis_url,
-                queue_name="reelwright:jobs",
+                queue_name=queue_name,
                 consumer_group_name="reelwright",
                 idle_timeout=120_000,
             )

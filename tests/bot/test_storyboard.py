@@ -18,10 +18,10 @@ def story(count: int) -> Story:
     return Story(title="A dragon learns to fly", idea="x", segments=segments)
 
 
-def test_storyboard_is_a_png_with_a_row_per_four_segments() -> None:
+def test_storyboard_is_a_jpeg_with_a_row_per_four_segments() -> None:
     small = Image.open(io.BytesIO(render_storyboard(story(4))))
     large = Image.open(io.BytesIO(render_storyboard(story(9))))
-    assert small.format == large.format == "PNG"
+    assert small.format == large.format == "JPEG"
     assert large.height - small.height == 2 * (CELL_HEIGHT + 16)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -224,8 +225,7 @@ async def test_redis_queue_with_a_worker_runs_and_delivers_once(
         done.set()
 
     service = JobService(tmp_path / "media")
-    queue = JobQueue(JobExecutor(service, deliver), redis_url)
-    queue.broker.queue_name = f"reelwright:test:{tmp_path.name}"  # type: ignore[attr-defined]
+    queue = JobQueue(JobExecutor(service, deliver), redis_url, queue_name=f"reelwright:test:{uuid.uuid4().hex}")
     await queue.start()
     worker = asyncio.create_task(queue.run_worker())
     try:

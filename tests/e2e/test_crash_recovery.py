@@ -1,0 +1,116 @@
+"""Kill -9 a bot with a paid video in flight, start it again: the job resumes by its operation
+name, the fake Veo sees exactly one generation request, and the video is delivered exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture
+def sandbox() -> Iterator[dict[str, str]]:
+    """The fakes in their own process, as a real upstream would be; videos take 4 s to render."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bot.sandbox", "--video-seconds", "4"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=os.environ | {"NO_PROXY": "*"},
+    )
+    assert process.stdout is not None
+    urls = json.loads(process.stdout.readline())
+    yield urls
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def stats(base: str) -> dict[str, int]:
+    with urllib.request.urlopen(f"{base}/_stats", timeout=5) as response:
+        routes: dict[str, int] = json.loads(response.read())["routes"]
+        return routes
+
+
+def job_states(db: Path) -> list[tuple[str, str | None]]:
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(db, timeout=5) as connection:
+            return list(connection.execute("SELECT state, operation_name FROM jobs"))
+    except sqlite3.OperationalError:  # not migrated yet
+        return []
+
+
+def wait_for(condition, what: str, seconds: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def console(tmp_path: Path, urls: dict[str, str]) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_TOKEN", "_BASE_URL"))}
+    env.update(
+        NO_PROXY="127.0.0.1,localhost",
+        GOOGLE_API_KEY="test-google-key",
+        GENAI_BASE_URL=urls["genai"],
+        OPENROUTER_BASE_URL=urls["openrouter"],
+        DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'bot.sqlite3'}",
+        MEDIA_DIR=str(tmp_path / "media"),
+        VIDEO_POLL_INITIAL_SECONDS="0.2",
+        VIDEO_POLL_MAX_SECONDS="0.5",
+        JOB_LEASE_SECONDS="2",
+        JOB_SWEEP_SECONDS="0.5",
+    )
+    return subprocess.Popen(
+        [str(BIN / "reelwright"), "console"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+
+
+def test_sigkill_mid_video_then_restart_delivers_once_and_pays_once(tmp_path: Path, sandbox: dict[str, str]) -> None:
+    db = tmp_path / "bot.sqlite3"
+    first = console(tmp_path, sandbox)
+    assert first.stdin is not None
+    first.stdin.write("/video a cat surfing at dawn duration=4\n")
+    first.stdin.flush()
+    wait_for(lambda: any(state == "running" and op for state, op in job_states(db)), "the operation name to be stored")
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    assert stats(sandbox["genai"]).get("predictLongRunning") == 1
+    [(state, _)] = job_states(db)
+    assert state == "running"  # killed mid-render: nothing was delivered yet
+
+    second = console(tmp_path, sandbox)
+    assert second.stdin is not None and second.stdout is not None
+    delivered_lines: list[str] = []
+    for line in second.stdout:
+        if "[video saved:" in line:
+            delivered_lines.append(line)
+            break
+    wait_for(lambda: job_states(db) == [("delivered", job_states(db)[0][1])], "the delivery mark")
+    second.stdin.close()
+    rest = second.stdout.read()
+    second.wait(timeout=20)
+    delivered_lines += [line for line in rest.splitlines() if "[video saved:" in line]
+    assert len(delivered_lines) == 1
+    saved = Path(delivered_lines[0].split("[video saved:", 1)[1].strip(" ]\n"))
+    assert saved.read_bytes()[4:8] == b"ftyp"
+    assert stats(sandbox["genai"]).get("predictLongRunning") == 1  # resumed by name, never paid twice

@@ -1,0 +1,135 @@
+"""The multi-process setup as an operator deploys it: a Telegram bot process and `reelwright worker`
+processes sharing PostgreSQL and a Redis queue. Kill -9 the worker while three paid videos render,
+start another: every video is delivered exactly once and each was paid for exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from tests.fakes.telegram_api import FakeTelegramAPI
+
+BIN = Path(sys.executable).parent
+TOKEN = "123456:TEST-distributed-token"
+
+
+async def start_process(*args: str, env: dict[str, str], cwd: Path) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        *args, env=env, cwd=cwd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[dict[str, str]]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot.sandbox",
+        "--video-seconds",
+        "5",
+        stdout=asyncio.subprocess.PIPE,
+        env=os.environ | {"NO_PROXY": "*"},
+    )
+    assert process.stdout is not None
+    urls: dict[str, str] = json.loads(await process.stdout.readline())
+    yield urls
+    process.terminate()
+    await process.wait()
+
+
+async def routes(base: str) -> dict[str, int]:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, session.get(f"{base}/_stats") as response:
+        stats: dict[str, Any] = await response.json()
+        return dict(stats["routes"])
+
+
+async def job_states(database_url: str) -> list[str]:
+    connection = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+    try:
+        if not await connection.fetchval("SELECT to_regclass('jobs') IS NOT NULL"):
+            return []
+        return [row["state"] for row in await connection.fetch("SELECT state FROM jobs")]
+    finally:
+        await connection.close()
+
+
+async def until(condition: Any, what: str, attempts: int = 1200) -> None:
+    """Poll state held by other processes (no event crosses a process boundary), bounded."""
+    for _ in range(attempts):
+        if await condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_kill_a_worker_mid_render_on_postgres_and_redis(
+    tmp_path: Path, sandbox: dict[str, str], postgres_url: str, redis_url: str
+) -> None:
+    telegram = FakeTelegramAPI(TOKEN)
+    await telegram.start()
+    env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_TOKEN", "_BASE_URL"))}
+    env.update(
+        NO_PROXY="127.0.0.1,localhost",
+        TELEGRAM_BOT_TOKEN=TOKEN,
+        TELEGRAM_API_BASE_URL=telegram.api_base,
+        TELEGRAM_FILE_BASE_URL=telegram.file_base,
+        TELEGRAM_LOCAL_API="false",
+        OPENROUTER_BASE_URL=sandbox["openrouter"],
+        GOOGLE_API_KEY="test-google-key",
+        GENAI_BASE_URL=sandbox["genai"],
+        DATABASE_URL=postgres_url,
+        REDIS_URL=redis_url,
+        JOB_QUEUE_NAME=f"reelwright:e2e:{uuid.uuid4().hex}",
+        MEDIA_DIR=str(tmp_path / "media"),
+        CONFIRM_ABOVE_USD="0",
+        VIDEO_POLL_INITIAL_SECONDS="0.2",
+        VIDEO_POLL_MAX_SECONDS="0.5",
+        JOB_LEASE_SECONDS="2",
+        JOB_SWEEP_SECONDS="0.5",
+    )
+    bot = await start_process(str(BIN / "reelwright"), "run", env=env, cwd=tmp_path)
+    worker = await start_process(str(BIN / "reelwright"), "worker", env=env, cwd=tmp_path)
+    replacement = None
+    try:
+        await telegram.wait_for_call("setMyCommands")
+        for chat in (101, 102, 103):
+            await telegram.send_command(chat, f"/video clip for chat {chat} duration=4")
+
+        async def three_rendering() -> bool:
+            return (await routes(sandbox["genai"])).get("predictLongRunning", 0) == 3 and sorted(
+                await job_states(postgres_url)
+            ) == ["running"] * 3
+
+        await until(three_rendering, "three videos to be rendering")
+        worker.send_signal(signal.SIGKILL)
+        await worker.wait()
+        replacement = await start_process(str(BIN / "reelwright"), "worker", env=env, cwd=tmp_path)
+
+        async def all_delivered() -> bool:
+            return sorted(await job_states(postgres_url)) == ["delivered"] * 3
+
+        await until(all_delivered, "every job to be delivered")
+        videos = telegram.calls_of("sendVideo")
+        assert sorted(call.chat_id for call in videos) == [101, 102, 103]
+        assert (await routes(sandbox["genai"]))["predictLongRunning"] == 3
+    finally:
+        for process in (bot, replacement):
+            if process is not None and process.returncode is None:
+                process.terminate()
+                await process.wait()
+        if worker.returncode is None:
+            worker.kill()
+            await worker.wait()
+        await telegram.stop()
