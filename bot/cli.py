@@ -12,6 +12,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from bot.console.adapter import ConsoleSender, run_console
+from bot.health import start_health_server
 from bot.logging_setup import configure_logging
 from bot.runtime import PlatformStartError, register_send_only_senders, start_runtime
 from connectors.settings import Settings, SettingsError, load_settings
@@ -25,6 +26,7 @@ def _secrets(settings: Settings) -> list[str]:
         settings.google_api_key,
         settings.telegram_bot_token,
         settings.discord_bot_token,
+        settings.telegram_webhook_secret,
     ]
     return [value.get_secret_value() for value in values if value is not None]
 
@@ -42,6 +44,7 @@ async def serve_console(settings: Settings) -> int:
                 flush=True,
             )
         runtime.senders["console"] = ConsoleSender(sys.stdout, settings.media_dir)
+        await start_health_server(runtime, ["console"])
         await run_console(runtime.core, settings.media_dir)
     finally:
         stop.set()
@@ -65,6 +68,7 @@ async def serve_worker(settings: Settings) -> int:
     maintenance = asyncio.create_task(runtime.run_background(stop))
     worker = asyncio.create_task(runtime.queue.run_worker())
     try:
+        await start_health_server(runtime, list(runtime.senders))
         await stop.wait()
     finally:
         worker.cancel()
@@ -95,6 +99,12 @@ async def serve_platforms(settings: Settings) -> int:
         servers.append(serve_discord(runtime, stop))
     maintenance = asyncio.create_task(runtime.run_background(stop))
     try:
+        platforms = [
+            name
+            for name, token in (("telegram", settings.telegram_bot_token), ("discord", settings.discord_bot_token))
+            if token
+        ]
+        await start_health_server(runtime, platforms)
         await asyncio.gather(*servers)
     except PlatformStartError as exc:
         log.error("%s", exc)
@@ -127,7 +137,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     except SettingsError as exc:
         print(f"reelwright: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    configure_logging(settings.log_level if args.command != "console" else "WARNING", _secrets(settings))
+    configure_logging(
+        settings.log_level if args.command != "console" else "WARNING", _secrets(settings), settings.log_format
+    )
     command = args.command or "run"
     try:
         entry = {"console": serve_console, "worker": serve_worker}.get(command, serve_platforms)

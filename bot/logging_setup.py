@@ -3,9 +3,14 @@ and httpx (which logs Telegram URLs containing the token at INFO) is raised to W
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import json
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
 
 _TOKEN_IN_URL = re.compile(r"(/bot|/file/bot)[0-9]+:[A-Za-z0-9_-]+")
 _BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]+")
@@ -36,17 +41,95 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def configure_logging(level: str = "INFO", secrets: Iterable[str] = ()) -> RedactingFilter:
-    """Set up root logging once, with redaction on every handler."""
+#: The id of the command being handled, set by the chat core; "-" outside any command.
+CORRELATION_ID: contextvars.ContextVar[str] = contextvars.ContextVar("reelwright_correlation_id", default="-")
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(correlation_id)s]: %(message)s"
+NOISY_LOGGERS = (
+    "httpx",
+    "httpx2",
+    "httpcore",
+    "aiohttp.access",
+    "aiohttp.client",
+    "urllib3",
+    "google_genai",
+)
+
+
+class CorrelationFilter(logging.Filter):
+    """Give every record a ``correlation_id`` (records made without the record factory too)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "correlation_id"):
+            record.correlation_id = CORRELATION_ID.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, correlation id, message, exception text."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        document: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "correlation_id": getattr(record, "correlation_id", CORRELATION_ID.get()),
+            "message": record.getMessage(),
+        }
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            document["exception"] = record.exc_text
+        if record.stack_info:
+            document["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(document, ensure_ascii=False, default=str)
+
+
+_active_redactor: RedactingFilter | None = None
+_factory_installed = False
+
+
+def _install_record_factory() -> None:
+    """Redact and tag every record where it is made, so handlers added later (by any library, on
+    any logger) only ever see redacted text; the per-handler filter stays as a second line."""
+    global _factory_installed
+    if _factory_installed:
+        return
+    previous: Callable[..., logging.LogRecord] = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        record.correlation_id = CORRELATION_ID.get()
+        redactor = _active_redactor
+        if redactor is not None:
+            # A bad format string is the handler's to report (handleError), not the caller's.
+            with contextlib.suppress(Exception):
+                redactor.filter(record)
+        return record
+
+    logging.setLogRecordFactory(factory)
+    _factory_installed = True
+
+
+def configure_logging(level: str = "INFO", secrets: Iterable[str] = (), log_format: str = "text") -> RedactingFilter:
+    """Set up root logging once, with redaction on every handler (and on every record made).
+
+    ``log_format="json"`` writes one JSON object per line; both formats carry the correlation id.
+    """
+    global _active_redactor
     redactor = RedactingFilter(secrets)
+    _active_redactor = redactor
+    _install_record_factory()
     root = logging.getLogger()
     if not root.handlers:
         handler: logging.Handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
+        handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
     root.setLevel(level)
     for each in root.handlers:
         each.addFilter(redactor)
-    for noisy in ("httpx", "httpx2", "httpcore", "aiohttp.access", "urllib3", "google_genai"):
+        if not any(isinstance(f, CorrelationFilter) for f in each.filters):
+            each.addFilter(CorrelationFilter())
+    for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return redactor

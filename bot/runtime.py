@@ -15,13 +15,16 @@ import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal
 from typing import Protocol
 
 from bot.core.catalog import build_commands
 from bot.core.commands import CommandSet
 from bot.core.context import ChatRef
 from bot.core.dispatcher import ChatCore
+from bot.core.guards import GuardConfig, Guards, confirm_command, id_set, usage_command
 from bot.core.jobs import JobCommands, chat_of, outcome_reply
+from bot.core.metrics import command_metrics, queue_position
 from bot.core.replies import Reply
 from bot.core.scheduling import trend_post
 from bot.sandbox.fake_genai import FakeGenAI
@@ -30,15 +33,19 @@ from connectors import genai_connector, openai_connector
 from connectors.database import close_database, configure_database
 from connectors.genai_connector import GenAIConfig
 from connectors.openai_connector import OpenRouterConfig
+from connectors.resilience import GuardConfig as UpstreamGuardConfig
 from connectors.settings import Settings
 from services.characters import DatabaseCharacterBook
-from services.config import ServiceConfig, configure_services
+from services.config import ServiceConfig, configure_services, service_config
 from services.jobs import JobOutcome, JobService
+from services.ledger import UsageLedger
 from services.memory import UserMemory
+from services.metrics import install_upstream_observer
+from services.pricing import PriceTable
 from services.queue import JobExecutor, JobQueue
 from services.schedules import ScheduleService, ScheduleView, TrendScheduler
 from services.store.migrate import migrate_to_head
-from services.trends import TrendReport
+from services.trends import TrendReport, configure_trends_cache
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +78,7 @@ class Runtime:
     queue: JobQueue | None = None
     executor: JobExecutor | None = None
     schedules: ScheduleService | None = None
+    ledger: UsageLedger | None = None
 
     async def post_trends(self, view: ScheduleView, report: TrendReport) -> None:
         sender = self.senders.get(view.platform)
@@ -86,9 +94,12 @@ class Runtime:
                 self.schedules, self.post_trends, reconcile_seconds=self.settings.schedule_reconcile_seconds
             )
             await scheduler.start()
+        flusher = asyncio.create_task(self.ledger.run(stop)) if self.ledger is not None else None
         try:
             await self.run_job_maintenance(stop)
         finally:
+            if flusher is not None:
+                await flusher
             if scheduler is not None:
                 await scheduler.stop()
 
@@ -173,6 +184,13 @@ async def start_runtime(settings: Settings) -> Runtime:
             max_retries=settings.text_max_retries,
             site_url=settings.openrouter_site_url,
             app_name=settings.openrouter_app_name,
+            vision_timeout_seconds=settings.vision_timeout_seconds,
+            guard=UpstreamGuardConfig(
+                failure_threshold=settings.circuit_failure_threshold,
+                cooldown_seconds=settings.circuit_cooldown_seconds,
+                max_concurrent=settings.text_max_concurrent,
+                max_waiting=settings.text_max_waiting,
+            ),
         )
     )
     stack.push_async_callback(openai_connector.close_openai_client)
@@ -186,6 +204,15 @@ async def start_runtime(settings: Settings) -> Runtime:
             timeout_seconds=settings.media_timeout_seconds,
             retry_attempts=settings.media_max_retries,
             video_max_bytes=settings.video_max_bytes,
+            video_start_timeout_seconds=settings.video_start_timeout_seconds,
+            video_poll_timeout_seconds=settings.video_poll_timeout_seconds,
+            image_timeout_seconds=settings.image_timeout_seconds,
+            guard=UpstreamGuardConfig(
+                failure_threshold=settings.circuit_failure_threshold,
+                cooldown_seconds=settings.circuit_cooldown_seconds,
+                max_concurrent=settings.media_max_concurrent,
+                max_waiting=settings.media_max_waiting,
+            ),
         )
     )
     stack.push_async_callback(genai_connector.close_genai_client)
@@ -212,10 +239,18 @@ async def start_runtime(settings: Settings) -> Runtime:
     configure_database(settings.database_url)
     stack.push_async_callback(close_database)
     await migrate_to_head()
-    jobs = JobService(settings.media_dir, lease_seconds=settings.job_lease_seconds)
+    prices = PriceTable(settings.price_table)
+    ledger = UsageLedger(prices)
+    stack.push_async_callback(ledger.flush)
+    jobs = JobService(
+        settings.media_dir,
+        lease_seconds=settings.job_lease_seconds,
+        ledger=ledger,
+        video_model=settings.video_model,
+    )
     runtime = Runtime(settings=settings, core=ChatCore(CommandSet()), sandbox_upstreams=frozenset(sandbox), stack=stack)
     executor = JobExecutor(jobs, runtime.deliver_outcome)
-    queue = JobQueue(executor, settings.redis_url)
+    queue = JobQueue(executor, settings.redis_url, queue_name=settings.job_queue_name)
     await queue.start()
     stack.push_async_callback(queue.stop)
     runtime.jobs, runtime.queue, runtime.executor = jobs, queue, executor
@@ -226,7 +261,37 @@ async def start_runtime(settings: Settings) -> Runtime:
         jobs=JobCommands(jobs, queue, executor),
         schedules=runtime.schedules,
     )
-    runtime.core = ChatCore(commands, sandbox_upstreams=frozenset(sandbox))
+    guards = Guards(
+        GuardConfig(
+            allowed_users=id_set(settings.allowed_users),
+            allowed_chats=id_set(settings.allowed_chats),
+            allowed_guilds=id_set(settings.allowed_guilds),
+            allowed_roles=id_set(settings.allowed_roles),
+            rate_limit=settings.rate_limit,
+            budget_user_daily=Decimal(str(settings.budget_user_daily_usd)),
+            budget_user_monthly=Decimal(str(settings.budget_user_monthly_usd)),
+            budget_chat_daily=Decimal(str(settings.budget_chat_daily_usd)),
+            budget_chat_monthly=Decimal(str(settings.budget_chat_monthly_usd)),
+            confirm_above=Decimal(str(settings.confirm_above_usd)),
+        ),
+        ledger,
+        prices,
+        service_config(),
+    )
+    admins = id_set(settings.admin_users)
+    core_ref: list[ChatCore] = []
+    commands.add(usage_command(guards, admins))
+    commands.add(confirm_command(guards, core_ref))
+    runtime.core = ChatCore(
+        commands, sandbox_upstreams=frozenset(sandbox), middlewares=guards.middlewares, admin_users=admins
+    )
+    core_ref.append(runtime.core)
+    # Operations (issue 6): metrics outermost so they see every refusal; the line position as progress.
+    runtime.core.middlewares[:0] = [command_metrics, queue_position]
+    install_upstream_observer()
+    configure_trends_cache(settings.trends_cache_seconds)
+    stack.callback(configure_trends_cache, 0)
+    runtime.ledger = ledger
     return runtime
 
 

@@ -39,6 +39,7 @@ from connectors.errors import (
     UpstreamError,
     UpstreamUnavailable,
 )
+from connectors.resilience import GuardConfig, configure_guard, guarded
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,17 @@ class GenAIConfig:
     retry_initial_delay: float = 1.0
     retry_max_delay: float = 8.0
     video_max_bytes: int = 200 * 1024 * 1024
+    #: Per-attempt timeouts by call type; None: ``timeout_seconds``.
+    video_start_timeout_seconds: float | None = None
+    video_poll_timeout_seconds: float | None = None
+    image_timeout_seconds: float | None = None
+    #: Circuit breaker and bounded line for Google media calls (connectors/resilience.py).
+    guard: GuardConfig = field(default_factory=lambda: GuardConfig(max_concurrent=32, max_waiting=200))
+
+
+def _request_options(seconds: float | None) -> types.HttpOptions | None:
+    """Per-request HTTP options carrying a call type's timeout (the SDK counts milliseconds)."""
+    return types.HttpOptions(timeout=int(seconds * 1000)) if seconds else None
 
 
 @dataclass(frozen=True)
@@ -94,6 +106,7 @@ def configure_genai(config: GenAIConfig) -> None:
     global _config
     reset_genai_client()
     _config = config
+    configure_guard(PROVIDER, config.guard)
 
 
 def _require_config() -> GenAIConfig:
@@ -213,6 +226,7 @@ def _status_error(status: int, payload: Any) -> UpstreamError:
     )
 
 
+@guarded(PROVIDER, "video_start")
 async def start_video(
     *,
     model: str,
@@ -237,6 +251,7 @@ async def start_video(
                 duration_seconds=duration_seconds,
                 aspect_ratio=aspect_ratio,
                 negative_prompt=negative_prompt,
+                http_options=_request_options(config.video_start_timeout_seconds),
             )
             operation = await client.aio.models.generate_videos(model=model, source=source, config=video_config)
             if not operation.name:
@@ -280,6 +295,7 @@ async def _start_video_developer(
         json={"instances": [instance], "parameters": parameters},
         headers={"x-goog-api-key": config.api_key or ""},
         allow_redirects=False,
+        timeout=aiohttp.ClientTimeout(total=config.video_start_timeout_seconds or config.timeout_seconds, connect=10),
     ) as response:
         try:
             payload = await response.json(content_type=None)
@@ -293,11 +309,21 @@ async def _start_video_developer(
     return name
 
 
+@guarded(PROVIDER, "video_poll", counted=False)
 async def poll_video(operation_name: str) -> VideoOperationStatus:
-    """Poll a Veo operation by its stored name (works after a restart: nothing else is needed)."""
+    """Poll a Veo operation by its stored name (works after a restart: nothing else is needed).
+
+    Observed but neither refused by the circuit breaker nor held in the line: it collects a video
+    already paid for, costs nothing, backs off by itself, and its failures are tolerated until the
+    video's deadline (services/video.py).
+    """
+    config = _require_config()
     try:
         client = await get_genai_client()
-        operation = await client.aio.operations.get(types.GenerateVideosOperation(name=operation_name))  # type: ignore[call-arg]
+        operation = await client.aio.operations.get(
+            types.GenerateVideosOperation(name=operation_name),  # type: ignore[call-arg]
+            config=types.GetOperationConfig(http_options=_request_options(config.video_poll_timeout_seconds)),
+        )
     except Exception as exc:
         raise translate_genai_error(exc) from exc
     if not operation.done:
@@ -380,6 +406,7 @@ async def _download(url: str, cap: int, config: GenAIConfig) -> bytes:
         raise translate_genai_error(exc) from exc
 
 
+@guarded(PROVIDER, "image")
 async def generate_image(
     *,
     model: str,
@@ -396,7 +423,11 @@ async def generate_image(
             response = await client.aio.models.generate_images(
                 model=model,
                 prompt=prompt,
-                config=types.GenerateImagesConfig(number_of_images=1, aspect_ratio=aspect_ratio),
+                config=types.GenerateImagesConfig(
+                    number_of_images=1,
+                    aspect_ratio=aspect_ratio,
+                    http_options=_request_options(config.image_timeout_seconds),
+                ),
             )
             images = response.generated_images or []
             if not images:
@@ -414,6 +445,7 @@ async def generate_image(
             config=types.GenerateContentConfig(
                 response_modalities=["TEXT", "IMAGE"],
                 image_config=types.ImageConfig(aspect_ratio=aspect_ratio),
+                http_options=_request_options(config.image_timeout_seconds),
             ),
         )
     except UpstreamError:

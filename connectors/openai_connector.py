@@ -28,6 +28,7 @@ from connectors.errors import (
     UpstreamError,
     UpstreamUnavailable,
 )
+from connectors.resilience import GuardConfig, configure_guard, guard_for
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,10 @@ class OpenRouterConfig:
     site_url: str = ""
     app_name: str = "Reelwright"
     extra_headers: dict[str, str] = field(default_factory=dict)
+    #: Per-attempt timeout for calls with an image part (vision); None: ``timeout_seconds``.
+    vision_timeout_seconds: float | None = None
+    #: Circuit breaker and bounded line for OpenRouter (connectors/resilience.py).
+    guard: GuardConfig = field(default_factory=GuardConfig)
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,7 @@ def configure_openai(config: OpenRouterConfig) -> None:
     global _config
     reset_openai_client()
     _config = config
+    configure_guard(PROVIDER, config.guard)
 
 
 async def _mark_unrecoverable(response: httpx2.Response) -> None:
@@ -218,6 +224,15 @@ def response_format_for(name: str, json_schema: dict[str, Any]) -> dict[str, Any
     return entry[1]
 
 
+def _has_image(messages: list[dict[str, Any]]) -> bool:
+    return any(
+        isinstance(part, dict) and part.get("type") == "image_url"
+        for message in messages
+        if isinstance(message.get("content"), list)
+        for part in message["content"]
+    )
+
+
 async def complete(
     *,
     model: str,
@@ -226,6 +241,34 @@ async def complete(
     schema_name: str = "answer",
     temperature: float | None = None,
     max_tokens: int | None = None,
+) -> TextCompletion:
+    """One chat completion through OpenRouter's circuit breaker and line (connectors/resilience.py).
+
+    Calls with an image part are the "vision" operation, with their own timeout.
+    """
+    operation = "vision" if _has_image(messages) else "text"
+    timeout = _config.vision_timeout_seconds if _config is not None and operation == "vision" else None
+    async with guard_for(PROVIDER).call(operation):
+        return await _complete(
+            model=model,
+            messages=messages,
+            json_schema=json_schema,
+            schema_name=schema_name,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            request_timeout=timeout,
+        )
+
+
+async def _complete(
+    *,
+    model: str,
+    messages: list[dict[str, Any]],
+    json_schema: dict[str, Any] | None = None,
+    schema_name: str = "answer",
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    request_timeout: float | None = None,
 ) -> TextCompletion:
     """One chat completion; structured output when ``json_schema`` is given.
 
@@ -244,7 +287,12 @@ async def complete(
         # The SDK's generic POST keeps its transport, retries, timeouts and error types, but skips
         # the per-request type transformation and response model construction, which profiling
         # showed to be most of the client-side CPU per call (bench/bench_story.py).
-        raw = await client.post("/chat/completions", body=kwargs, cast_to=bytes)
+        if request_timeout is None:
+            raw = await client.post("/chat/completions", body=kwargs, cast_to=bytes)
+        else:
+            raw = await client.post(
+                "/chat/completions", body=kwargs, cast_to=bytes, options={"timeout": request_timeout}
+            )
     except Exception as exc:  # every SDK failure is translated here, and only here
         raise translate_openai_error(exc) from exc
     try:

@@ -75,6 +75,7 @@ class Settings(BaseSettings):
     # State.
     database_url: str = "sqlite+aiosqlite:///reelwright.sqlite3"
     redis_url: str | None = None
+    job_queue_name: str = "reelwright:jobs"
     media_dir: Path = Path("media")
     media_retention_days: float = Field(default=7.0, gt=0)
     job_lease_seconds: float = Field(default=90.0, ge=2)
@@ -82,12 +83,44 @@ class Settings(BaseSettings):
     schedule_grace_minutes: float = Field(default=60.0, ge=0)
     schedule_reconcile_seconds: float = Field(default=60.0, gt=0)
 
+    # Money and access: budgets in US dollars (0 = no limit), a confirmation above a cost.
+    price_table: str = ""
+    budget_user_daily_usd: float = Field(default=5.0, ge=0)
+    budget_user_monthly_usd: float = Field(default=50.0, ge=0)
+    budget_chat_daily_usd: float = Field(default=20.0, ge=0)
+    budget_chat_monthly_usd: float = Field(default=200.0, ge=0)
+    confirm_above_usd: float = Field(default=1.0, ge=0)
+    rate_limit: str = "20/minute"
+    allowed_users: str = ""
+    allowed_chats: str = ""
+    allowed_guilds: str = ""
+    allowed_roles: str = ""
+    admin_users: str = ""
+
     # Limits on user input, enforced before any paid call.
     max_prompt_chars: int = Field(default=2000, gt=0)
     max_image_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(default=40_000_000, gt=0)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    # Resilience (connectors/resilience.py): per-call-type timeouts, circuit breakers, bounded lines.
+    vision_timeout_seconds: float = Field(default=90.0, gt=0, le=600)
+    video_start_timeout_seconds: float = Field(default=60.0, gt=0, le=600)
+    video_poll_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    image_timeout_seconds: float = Field(default=120.0, gt=0, le=600)
+    circuit_failure_threshold: int = Field(default=5, ge=1)
+    circuit_cooldown_seconds: float = Field(default=30.0, gt=0)
+    text_max_concurrent: int = Field(default=1000, ge=1)
+    text_max_waiting: int = Field(default=1000, ge=0)
+    media_max_concurrent: int = Field(default=32, ge=1)
+    media_max_waiting: int = Field(default=200, ge=0)
+    trends_cache_seconds: float = Field(default=600.0, ge=0)
+
+    # Operations: /healthz, /readyz and /metrics (bot/health.py); unset or 0 = no server.
+    health_port: int | None = Field(default=None, ge=0, lt=65536)
+    health_host: str = "127.0.0.1"
 
     @field_validator(
         "video_model",
@@ -104,6 +137,31 @@ class Settings(BaseSettings):
         if not value.strip():
             raise ValueError("must not be empty")
         return value.strip()
+
+    @field_validator("price_table")
+    @classmethod
+    def _price_table_is_json_object(cls, value: str) -> str:
+        if value.strip():
+            import json
+
+            try:
+                parsed = json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f"must be JSON ({exc})") from None
+            if not isinstance(parsed, dict):
+                raise ValueError("must be a JSON object of model name -> prices")
+        return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit_parses(cls, value: str) -> str:
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError:
+            raise ValueError("must look like 20/minute or 100/hour") from None
+        return value
 
     @property
     def text_sandbox(self) -> bool:

@@ -26,8 +26,10 @@ from sqlalchemy import or_, select, update
 from connectors.database import sessions
 from connectors.errors import ReelwrightError, UserInputError
 from services.character import CharacterProfile
+from services.ledger import UsageLedger
 from services.store.models import UNFINISHED_STATES, JobRecord, JobState, utcnow
 from services.thumbnail import ThumbnailRequest, generate_thumbnail_image
+from services.usage import Usage
 from services.video import VideoProgress, VideoRequest, generate_video_from_payload, validate_video_request
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ class JobAddress:
     platform: str
     chat_id: str
     user_key: str
+    chat_key: str | None = None  # whose budget pays (a Discord guild, else the chat)
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,7 @@ class JobView(BaseModel):
 
 
 class VideoPayload(BaseModel):
+    chat_key: str | None = None
     prompt: str
     duration_seconds: int
     aspect_ratio: str
@@ -87,6 +91,7 @@ class VideoPayload(BaseModel):
 
 
 class ThumbnailPayload(BaseModel):
+    chat_key: str | None = None
     title: str
     story_summary: str | None = None
     aspect_ratio: str = "16:9"
@@ -104,8 +109,20 @@ def as_utc(moment: datetime | None) -> datetime | None:
 
 
 class JobService:
-    def __init__(self, media_dir: Path, *, owner: str | None = None, lease_seconds: float = LEASE_SECONDS) -> None:
+    def __init__(
+        self,
+        media_dir: Path,
+        *,
+        owner: str | None = None,
+        lease_seconds: float = LEASE_SECONDS,
+        ledger: UsageLedger | None = None,
+        video_model: str = "veo",
+        image_model: str = "image",
+    ) -> None:
         self.media_dir = media_dir
+        self.ledger = ledger
+        self.video_model = video_model
+        self.image_model = image_model
         self.owner = owner or uuid.uuid4().hex
         self.lease = timedelta(seconds=lease_seconds)
 
@@ -121,6 +138,7 @@ class JobService:
             await asyncio.to_thread(_write_file, path, request.image)
             image_path = str(path)
         payload = VideoPayload(
+            chat_key=address.chat_key,
             prompt=request.prompt,
             duration_seconds=request.duration_seconds,
             aspect_ratio=request.aspect_ratio,
@@ -136,6 +154,7 @@ class JobService:
             raise UserInputError("Please give the thumbnail a title.")
         job_id = uuid.uuid4().hex
         payload = ThumbnailPayload(
+            chat_key=address.chat_key,
             title=request.title,
             story_summary=request.story_summary,
             aspect_ratio=request.aspect_ratio,
@@ -268,12 +287,14 @@ class JobService:
         )
         path = self.media_dir / "results" / f"{job.id}.mp4"
         await asyncio.to_thread(_write_file, path, result.video)
+        cost = self._account(job, payload.chat_key, "video", self.video_model, result.usage)
         await self._set(
             job.id,
             state=JobState.SUCCEEDED,
             result_path=str(path),
             result_mime=result.mime_type,
             finished_at=utcnow(),
+            cost_usd=cost,
         )
 
     async def _run_thumbnail(self, job: JobRecord, payload: ThumbnailPayload) -> None:
@@ -289,13 +310,28 @@ class JobService:
         extension = "jpg" if "jpeg" in thumbnail.mime_type else "png"
         path = self.media_dir / "results" / f"{job.id}.{extension}"
         await asyncio.to_thread(_write_file, path, thumbnail.image)
+        cost = self._account(job, payload.chat_key, "thumbnail", thumbnail.model, thumbnail.usage)
         await self._set(
             job.id,
             state=JobState.SUCCEEDED,
             result_path=str(path),
             result_mime=thumbnail.mime_type,
             finished_at=utcnow(),
+            cost_usd=cost,
         )
+
+    def _account(self, job: JobRecord, chat_key: str | None, command: str, model: str, usage: Usage) -> str | None:
+        """Record the paid usage against the job's user and chat (works for resumed jobs too)."""
+        if self.ledger is None:
+            return None
+        cost = self.ledger.record(
+            user_key=job.user_key,
+            chat_key=chat_key or f"{job.platform}:{job.chat_id}",
+            command=command,
+            model=model,
+            usage=usage,
+        )
+        return f"{cost:.2f}"
 
     async def _fail(self, job_id: str, message: str) -> None:
         await self._set(job_id, state=JobState.FAILED, error=message, finished_at=utcnow())

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from connectors import openai_connector
 from connectors.errors import InvalidResponse
+from services.metering import meter_usage
 from services.usage import Usage
 
 log = logging.getLogger(__name__)
@@ -86,11 +87,11 @@ async def generate_structured(
             schema_name=schema.__name__,
             temperature=temperature,
         )
-        usage += Usage(
-            model_calls=1,
-            prompt_tokens=completion.prompt_tokens,
-            completion_tokens=completion.completion_tokens,
+        call_usage = Usage(
+            model_calls=1, prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens
         )
+        meter_usage(model, call_usage)
+        usage += call_usage
         try:
             if completion.finish_reason == "length":
                 raise ValueError("the answer was cut off (too long); answer more briefly")

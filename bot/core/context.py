@@ -54,6 +54,9 @@ class Invocation:
     options: dict[str, Any] | None = None
     image: IncomingImage | None = None
     is_admin: Callable[[], Awaitable[bool]] | None = None
+    guild_id: str | None = None
+    roles: tuple[str, ...] = ()
+    confirmed: bool = False
 
 
 ProgressSink = Callable[[str], Awaitable[None]]
@@ -68,6 +71,7 @@ class CommandContext:
     image: IncomingImage | None
     correlation_id: str
     _progress: ProgressSink
+    invocation: Invocation | None = None
     progress_interval: float = 3.0
     _last_progress: float = field(default=float("-inf"))
 

@@ -15,6 +15,7 @@ from typing import Protocol
 from bot.core.commands import CommandSet, OptionKind, parse_text_arguments, validate_arguments
 from bot.core.context import CommandContext, Invocation
 from bot.core.replies import Reply
+from bot.logging_setup import CORRELATION_ID
 from connectors.errors import ReelwrightError, UserInputError
 
 log = logging.getLogger(__name__)
@@ -42,18 +43,32 @@ class ChatCore:
         sandbox_upstreams: frozenset[str] = frozenset(),
         middlewares: Sequence[Middleware] = (),
         progress_interval: float = 3.0,
+        admin_users: frozenset[str] = frozenset(),
     ) -> None:
+        self.admin_users = admin_users
         self.commands = commands
         self.sandbox_upstreams = sandbox_upstreams
         self.middlewares = list(middlewares)
         self.progress_interval = progress_interval
 
     async def handle(self, invocation: Invocation, responder: Responder) -> Reply:
-        """Run one command and deliver its single final answer; never raises."""
+        """Run one command and deliver its single final answer; never raises.
+
+        The command's correlation id is in ``CORRELATION_ID`` meanwhile, so every log record made
+        on its behalf, in any layer and in tasks it starts, carries it.
+        """
         correlation_id = uuid.uuid4().hex[:8]
+        token = CORRELATION_ID.set(correlation_id)
+        try:
+            return await self._handle(invocation, responder, correlation_id)
+        finally:
+            CORRELATION_ID.reset(token)
+
+    async def _handle(self, invocation: Invocation, responder: Responder, correlation_id: str) -> Reply:
         reply = await self._run(invocation, responder, correlation_id)
         command = self.commands.get(invocation.command)
-        if command is not None and command.upstream in self.sandbox_upstreams and not reply.is_error:
+        labelled = not reply.is_error and reply.confirmation is None
+        if command is not None and command.upstream in self.sandbox_upstreams and labelled:
             reply.footer = SANDBOX_FOOTER
         try:
             await responder.deliver(reply)
@@ -88,7 +103,8 @@ class ChatCore:
                 raise UserInputError(f"/{command.name} needs an image. {command.usage()}")
         except UserInputError as exc:
             return Reply.error(f"{exc.user_message}\nUsage: {command.usage()}")
-        if command.admin_only and not await _is_admin(invocation):
+        operator = invocation.user.id in self.admin_users or invocation.user.key in self.admin_users
+        if command.admin_only and not operator and not await _is_admin(invocation):
             return Reply.error(f"Only admins of this chat can use /{command.name}.")
         context = CommandContext(
             command=command,
@@ -99,10 +115,11 @@ class ChatCore:
             correlation_id=correlation_id,
             _progress=responder.show_progress,
             progress_interval=self.progress_interval,
+            invocation=invocation,
         )
         log.info("[%s] /%s from %s", correlation_id, command.name, invocation.user.key)
         try:
-            return await self._call(context)
+            return await self.run_context(context)
         except UserInputError as exc:
             return Reply.error(exc.user_message)
         except ReelwrightError as exc:
@@ -112,7 +129,9 @@ class ChatCore:
             log.exception("[%s] /%s crashed", correlation_id, command.name)
             return Reply.error(f"Something went wrong on my side (ref {correlation_id}). Please try again.")
 
-    async def _call(self, context: CommandContext) -> Reply:
+    async def run_context(self, context: CommandContext) -> Reply:
+        """Run a parsed command through the middlewares and its handler (also used by /confirm)."""
+
         async def innermost(ctx: CommandContext) -> Reply:
             return await ctx.command.handler(ctx)
 

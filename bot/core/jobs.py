@@ -46,7 +46,9 @@ async def outcome_reply(outcome: JobOutcome) -> Reply:
 
 
 def address_of(ctx: CommandContext) -> JobAddress:
-    return JobAddress(platform=ctx.chat.platform, chat_id=ctx.chat.id, user_key=ctx.user.key)
+    guild = ctx.invocation.guild_id if ctx.invocation else None
+    chat_key = f"{ctx.chat.platform}:guild:{guild}" if guild else f"{ctx.chat.platform}:{ctx.chat.id}"
+    return JobAddress(platform=ctx.chat.platform, chat_id=ctx.chat.id, user_key=ctx.user.key, chat_key=chat_key)
 
 
 class JobCommands:

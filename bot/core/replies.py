@@ -29,6 +29,7 @@ class Reply:
     result: BaseModel | None = None
     footer: str = ""
     on_delivered: Callable[[], Awaitable[None]] | None = None
+    confirmation: str | None = None  # a token: adapters may render "/confirm <token>" as a button
 
     @property
     def text(self) -> str:

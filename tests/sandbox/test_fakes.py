@@ -456,7 +456,7 @@ async def test_one_client_reuses_one_connection(oai: openai.AsyncOpenAI, openrou
     assert {r.connection for r in openrouter.chat_requests} == {1}
     async with aiohttp.ClientSession() as session, session.get(openrouter.base_url + "/_stats") as response:
         stats = await response.json()
-    assert stats == {"requests": 20, "connections": 2, "api_connections": 1}
+    assert stats == {"requests": 20, "connections": 2, "api_connections": 1, "routes": {"chat": 20}}
     assert len(openrouter.requests) == 20
 
 

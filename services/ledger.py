@@ -1,0 +1,170 @@
+"""The usage ledger: every paid call's real usage and cost, per user, chat/guild and day.
+
+Writes are buffered and flushed in batches (one INSERT per command would cost more CPU than the
+command itself under load); this month's totals for every user and chat are loaded with one
+grouped query and refreshed every ``refresh_every`` seconds, and kept current in memory between
+refreshes, so a budget check costs no query. With several processes a budget can overshoot by what
+the others spent since the last refresh. Periods are UTC days and UTC months.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import Float, case, cast, func, select
+
+from connectors.database import sessions
+from services.metrics import record_spend
+from services.pricing import PriceTable
+from services.store.models import UsageRecord, utcnow
+from services.usage import Usage
+
+log = logging.getLogger(__name__)
+
+
+def day_start(now: datetime) -> datetime:
+    return now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def month_start(now: datetime) -> datetime:
+    return day_start(now).replace(day=1)
+
+
+def next_day(now: datetime) -> datetime:
+    return day_start(now) + timedelta(days=1)
+
+
+def next_month(now: datetime) -> datetime:
+    start = month_start(now)
+    return start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
+
+
+@dataclass(frozen=True)
+class Spend:
+    today: Decimal
+    this_month: Decimal
+
+
+class UsageLedger:
+    def __init__(self, prices: PriceTable, *, flush_every: float = 1.0, refresh_every: float = 30.0) -> None:
+        self.prices = prices
+        self.flush_every = flush_every
+        self.refresh_every = refresh_every
+        self._pending: list[UsageRecord] = []
+        self._totals: dict[tuple[str, str], list[Decimal]] = {}
+        self._period: tuple[datetime, datetime] | None = None
+        self._refreshed_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    def cost(self, model: str, usage: Usage) -> Decimal:
+        return self.prices.cost(model, usage)
+
+    def record(self, *, user_key: str, chat_key: str, command: str, model: str, usage: Usage) -> Decimal:
+        """Account one paid call now (in memory); it reaches the database at the next flush."""
+        cost = self.cost(model, usage)
+        now = utcnow()
+        self._pending.append(
+            UsageRecord(
+                user_key=user_key,
+                chat_key=chat_key,
+                command=command,
+                model=model,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                video_seconds=usage.video_seconds,
+                images=usage.images,
+                cost_usd=str(cost),
+                created_at=now,
+            )
+        )
+        self._add(user_key, chat_key, cost)
+        record_spend("openrouter" if "/" in model else "google", float(cost))
+        return cost
+
+    def _add(self, user_key: str, chat_key: str, cost: Decimal) -> None:
+        for slot in (("user", user_key), ("chat", chat_key)):
+            totals = self._totals.setdefault(slot, [Decimal("0"), Decimal("0")])
+            totals[0] += cost
+            totals[1] += cost
+
+    async def spent(self, kind: str, key: str, now: datetime | None = None) -> Spend:
+        """Today's and this month's spend: from memory, refreshed from the database periodically
+        (one grouped query for everyone), so a budget check costs no query per command."""
+        now = now or utcnow()
+        period = (day_start(now), month_start(now))
+        if self._period != period or time.monotonic() - self._refreshed_at > self.refresh_every:
+            await self.refresh(now)
+        today, month = self._totals.get((kind, key), (Decimal("0"), Decimal("0")))
+        return Spend(today=today, this_month=month)
+
+    async def refresh(self, now: datetime | None = None) -> None:
+        """Reload this month's totals per user and chat (what other processes spent included)."""
+        now = now or utcnow()
+        async with self._lock:
+            self._refreshed_at = time.monotonic()
+            await self._flush_locked()
+            day, month = day_start(now), month_start(now)
+            cost = cast(UsageRecord.cost_usd, Float)
+            today_cost = case((UsageRecord.created_at >= day, cost), else_=0.0)
+            totals: dict[tuple[str, str], list[Decimal]] = {}
+            async with sessions()() as session:
+                for kind, column in (("user", UsageRecord.user_key), ("chat", UsageRecord.chat_key)):
+                    rows = await session.execute(
+                        select(column, func.sum(today_cost), func.sum(cost))
+                        .where(UsageRecord.created_at >= month)
+                        .group_by(column)
+                    )
+                    for key, today, this_month in rows:
+                        totals[(kind, key)] = [_decimal(today), _decimal(this_month)]
+            self._totals = totals
+            self._period = (day, month)
+            for record in self._pending:
+                self._add(record.user_key, record.chat_key, Decimal(record.cost_usd))
+
+    async def top_users(self, chat_key: str, since: datetime, limit: int = 5) -> list[tuple[str, Decimal]]:
+        await self.flush()
+        async with sessions()() as session:
+            rows = await session.execute(
+                select(UsageRecord.user_key, func.sum(cast(UsageRecord.cost_usd, Float)))
+                .where(UsageRecord.chat_key == chat_key, UsageRecord.created_at >= since)
+                .group_by(UsageRecord.user_key)
+                .order_by(func.sum(cast(UsageRecord.cost_usd, Float)).desc())
+                .limit(limit)
+            )
+            return [(user, _decimal(total)) for user, total in rows]
+
+    async def flush(self) -> int:
+        async with self._lock:
+            return await self._flush_locked()
+
+    async def _flush_locked(self) -> int:
+        batch, self._pending = self._pending, []
+        if not batch:
+            return 0
+        try:
+            async with sessions().begin() as session:
+                session.add_all(batch)
+        except Exception:
+            self._pending[:0] = batch
+            raise
+        return len(batch)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Flush every ``flush_every`` seconds until ``stop``; a last flush at the end."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.flush_every)
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("flushing usage records failed; will retry")
+
+
+def _decimal(value: object) -> Decimal:
+    return Decimal(str(value or 0)).quantize(Decimal("0.000001"))
