@@ -285,17 +285,8 @@ class JobService:
         result = await generate_video_from_payload(
             request, on_operation=on_operation, on_progress=on_progress, resume_operation=resume
         )
-        path = self.media_dir / "results" / f"{job.id}.mp4"
-        await asyncio.to_thread(_write_file, path, result.video)
         cost = self._account(job, payload.chat_key, "video", self.video_model, result.usage)
-        await self._set(
-            job.id,
-            state=JobState.SUCCEEDED,
-            result_path=str(path),
-            result_mime=result.mime_type,
-            finished_at=utcnow(),
-            cost_usd=cost,
-        )
+        await self._store_result(job.id, "mp4", result.video, result.mime_type, cost)
 
     async def _run_thumbnail(self, job: JobRecord, payload: ThumbnailPayload) -> None:
         await self._set(job.id, state=JobState.SUBMITTING)
@@ -308,14 +299,18 @@ class JobService:
             )
         )
         extension = "jpg" if "jpeg" in thumbnail.mime_type else "png"
-        path = self.media_dir / "results" / f"{job.id}.{extension}"
-        await asyncio.to_thread(_write_file, path, thumbnail.image)
         cost = self._account(job, payload.chat_key, "thumbnail", thumbnail.model, thumbnail.usage)
+        await self._store_result(job.id, extension, thumbnail.image, thumbnail.mime_type, cost)
+
+    async def _store_result(self, job_id: str, extension: str, data: bytes, mime: str, cost: str | None) -> None:
+        """The result goes to MEDIA_DIR (never the database); the row records where, and the cost."""
+        path = self.media_dir / "results" / f"{job_id}.{extension}"
+        await asyncio.to_thread(_write_file, path, data)
         await self._set(
-            job.id,
+            job_id,
             state=JobState.SUCCEEDED,
             result_path=str(path),
-            result_mime=thumbnail.mime_type,
+            result_mime=mime,
             finished_at=utcnow(),
             cost_usd=cost,
         )

@@ -17,6 +17,7 @@ from bot.core.rendering import (
     story_document,
     story_sets_blocks,
     trend_blocks,
+    video_progress_text,
 )
 from bot.core.replies import Media, Reply
 from bot.core.scheduling import schedule_command
@@ -164,13 +165,7 @@ class ReelwrightCommands:
         await ctx.progress("🎬 Sending your video to the studio…", force=True)
 
         async def on_progress(progress: VideoProgress) -> None:
-            text = {
-                "submitted": "🎬 The video is queued at the studio…",
-                "rendering": f"🎞️ Rendering… {progress.elapsed_seconds:.0f} s so far (videos take 1-3 minutes)",
-                "downloading": "📥 Fetching the finished video…",
-                "done": "✅ Video ready",
-            }[progress.stage]
-            await ctx.progress(text, force=progress.stage != "rendering")
+            await ctx.progress(video_progress_text(progress), force=progress.stage != "rendering")
 
         result = await generate_video_from_payload(request, on_progress=on_progress)
         caption = f"🎬 {request.duration_seconds} s · {request.aspect_ratio}"

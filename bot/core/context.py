@@ -75,6 +75,12 @@ class CommandContext:
     progress_interval: float = 3.0
     _last_progress: float = field(default=float("-inf"))
 
+    @property
+    def chat_key(self) -> str:
+        """Whose chat budget pays: a Discord server as a whole, else the chat."""
+        guild = self.invocation.guild_id if self.invocation else None
+        return f"{self.chat.platform}:guild:{guild}" if guild else f"{self.chat.platform}:{self.chat.id}"
+
     async def progress(self, text: str, *, force: bool = False) -> None:
         """Show a status line; throttled so a platform's edit limits are never hit."""
         now = time.monotonic()

@@ -62,11 +62,6 @@ class Estimate:
     usd: Decimal
 
 
-def chat_key(ctx: CommandContext) -> str:
-    guild = ctx.invocation.guild_id if ctx.invocation else None
-    return f"{ctx.chat.platform}:guild:{guild}" if guild else f"{ctx.chat.platform}:{ctx.chat.id}"
-
-
 def estimate_command(name: str, args: dict[str, Any], config: ServiceConfig, prices: PriceTable) -> Estimate | None:
     """A deliberately generous estimate of what a command will cost, before it runs."""
     prompt_tokens = 600 + len(str(args.get("idea") or args.get("topic") or args.get("brief") or "")) // 3
@@ -181,14 +176,14 @@ class Guards:
             current_meter.reset(meter_token)
             for model, usage in meter.entries:
                 self.ledger.record(
-                    user_key=ctx.user.key, chat_key=chat_key(ctx), command=ctx.command.name, model=model, usage=usage
+                    user_key=ctx.user.key, chat_key=ctx.chat_key, command=ctx.command.name, model=model, usage=usage
                 )
 
     async def _check_budgets(self, ctx: CommandContext, estimate: Decimal) -> None:
         assert self.ledger is not None
         now = utcnow()
         user = await self.ledger.spent("user", ctx.user.key, now)
-        chat = await self.ledger.spent("chat", chat_key(ctx), now)
+        chat = await self.ledger.spent("chat", ctx.chat_key, now)
         checks = [
             ("your daily", self.config.budget_user_daily, user.today, next_day(now)),
             ("your monthly", self.config.budget_user_monthly, user.this_month, next_month(now)),
@@ -278,8 +273,8 @@ def usage_command(guards: Guards, admin_users: frozenset[str]) -> Command:
                 is_admin = False
         blocks = ["\n".join(lines)]
         if is_admin:
-            chat = await guards.ledger.spent("chat", chat_key(ctx), now)
-            top = await guards.ledger.top_users(chat_key(ctx), now.replace(day=1, hour=0, minute=0, second=0))
+            chat = await guards.ledger.spent("chat", ctx.chat_key, now)
+            top = await guards.ledger.top_users(ctx.chat_key, now.replace(day=1, hour=0, minute=0, second=0))
             admin_lines = [f"🏢 This chat: today {_money(chat.today)}, this month {_money(chat.this_month)}"]
             admin_lines += [f"  {user}: {_money(total)}" for user, total in top]
             blocks.append("\n".join(admin_lines))

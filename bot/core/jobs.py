@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from bot.core.context import ChatRef, CommandContext
+from bot.core.rendering import video_progress_text
 from bot.core.replies import Media, Reply
 from connectors.errors import UserInputError
 from services.jobs import JobAddress, JobOutcome, JobService, JobView
@@ -46,9 +47,7 @@ async def outcome_reply(outcome: JobOutcome) -> Reply:
 
 
 def address_of(ctx: CommandContext) -> JobAddress:
-    guild = ctx.invocation.guild_id if ctx.invocation else None
-    chat_key = f"{ctx.chat.platform}:guild:{guild}" if guild else f"{ctx.chat.platform}:{ctx.chat.id}"
-    return JobAddress(platform=ctx.chat.platform, chat_id=ctx.chat.id, user_key=ctx.user.key, chat_key=chat_key)
+    return JobAddress(platform=ctx.chat.platform, chat_id=ctx.chat.id, user_key=ctx.user.key, chat_key=ctx.chat_key)
 
 
 class JobCommands:
@@ -66,13 +65,7 @@ class JobCommands:
             )
 
         async def progress(update: VideoProgress) -> None:
-            text = {
-                "submitted": "🎬 The video is queued at the studio…",
-                "rendering": f"🎞️ Rendering… {update.elapsed_seconds:.0f} s so far (videos take 1-3 minutes)",
-                "downloading": "📥 Fetching the finished video…",
-                "done": "✅ Ready",
-            }[update.stage]
-            await ctx.progress(text, force=update.stage != "rendering")
+            await ctx.progress(video_progress_text(update), force=update.stage != "rendering")
 
         future = self.executor.watch(job_id, progress)
         try:

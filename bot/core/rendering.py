@@ -10,6 +10,7 @@ from services.free_content import FreeContent
 from services.meme import MemeScript
 from services.story import Story, StorySets
 from services.trends import TrendReport
+from services.video import VideoProgress
 
 
 def story_blocks(story: Story, heading: str = "🎬") -> list[str]:
@@ -61,3 +62,13 @@ def character_blocks(analysis: CharacterAnalysis) -> list[str]:
 def story_document(story: Story) -> bytes:
     """The whole story as JSON, for platforms where it does not fit in messages."""
     return json.dumps(story.model_dump(exclude={"usage"}), ensure_ascii=False, indent=2).encode()
+
+
+def video_progress_text(progress: VideoProgress) -> str:
+    """The status line for each stage of a Veo video."""
+    return {
+        "submitted": "🎬 The video is queued at the studio…",
+        "rendering": f"🎞️ Rendering… {progress.elapsed_seconds:.0f} s so far (videos take 1-3 minutes)",
+        "downloading": "📥 Fetching the finished video…",
+        "done": "✅ Video ready",
+    }[progress.stage]
