@@ -39,7 +39,7 @@ from services.story import (
 )
 from services.thumbnail import ThumbnailRequest, generate_thumbnail_image
 from services.trends import MAX_IDEAS, generate_trending_ideas
-from services.video import VideoProgress, VideoRequest, generate_video_from_payload
+from services.video import VideoProgress, VideoRequest, generate_video_from_payload, validate_video_request
 
 LONG_STORY_DOCUMENT_AFTER = 12
 
@@ -158,6 +158,8 @@ class ReelwrightCommands:
             image=image,
             character=await self.character_for(ctx),
         )
+        validate_video_request(request)
+        await ctx.before_paid_call()
         if self.jobs is not None:
             job_id = await self.jobs.jobs.create_video_job(address_of(ctx), request)
             await ctx.progress(f"🎬 Video job {job_id[:8]} created; sending it to the studio…", force=True)
@@ -187,6 +189,7 @@ class ReelwrightCommands:
         request = ThumbnailRequest(
             title=title, story_summary=summary, aspect_ratio=ctx.args["aspect"], character=await self.character_for(ctx)
         )
+        await ctx.before_paid_call()
         if self.jobs is not None:
             job_id = await self.jobs.jobs.create_thumbnail_job(address_of(ctx), request)
             await ctx.progress("🖼️ Drawing your thumbnail…", force=True)
@@ -379,6 +382,7 @@ def build_commands(
             long_running=True,
             upload_action="upload_video",
             upstream="media",
+            confirms_late=True,
         )
     )
     commands.add(
@@ -398,6 +402,7 @@ def build_commands(
             long_running=True,
             upload_action="upload_photo",
             upstream="media",
+            confirms_late=True,
         )
     )
 

@@ -84,6 +84,7 @@ class Command:
     admin_only: bool = False
     upload_action: str = "typing"
     upstream: str | None = "text"
+    confirms_late: bool = False  # the handler calls ctx.before_paid_call() once its input is valid
 
     @property
     def rest_option(self) -> Option | None:

@@ -72,6 +72,7 @@ class CommandContext:
     correlation_id: str
     _progress: ProgressSink
     invocation: Invocation | None = None
+    paid_call_gate: Callable[[], Awaitable[None]] | None = None
     progress_interval: float = 3.0
     _last_progress: float = field(default=float("-inf"))
 
@@ -80,6 +81,12 @@ class CommandContext:
         """Whose chat budget pays: a Discord server as a whole, else the chat."""
         guild = self.invocation.guild_id if self.invocation else None
         return f"{self.chat.platform}:guild:{guild}" if guild else f"{self.chat.platform}:{self.chat.id}"
+
+    async def before_paid_call(self) -> None:
+        """Handlers of commands declared with ``confirms_late`` call this after validating their
+        input and right before spending money: a guard may stop here to ask for confirmation."""
+        if self.paid_call_gate is not None:
+            await self.paid_call_gate()
 
     async def progress(self, text: str, *, force: bool = False) -> None:
         """Show a status line; throttled so a platform's edit limits are never hit."""

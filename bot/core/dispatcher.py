@@ -100,7 +100,7 @@ class ChatCore:
             args = validate_arguments(command, raw)
             image_option = command.image_option
             if image_option is not None and image_option.required and invocation.image is None:
-                raise UserInputError(f"/{command.name} needs an image. {command.usage()}")
+                raise UserInputError(f"/{command.name} needs an image.")
         except UserInputError as exc:
             return Reply.error(f"{exc.user_message}\nUsage: {command.usage()}")
         operator = invocation.user.id in self.admin_users or invocation.user.key in self.admin_users

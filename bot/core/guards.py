@@ -41,6 +41,10 @@ def id_set(value: str) -> frozenset[str]:
     return frozenset(part.strip() for part in value.split(",") if part.strip())
 
 
+class _ConfirmationNeeded(Exception):
+    """Raised at a late-confirming handler's paid-call gate; turned into the cost question."""
+
+
 @dataclass(frozen=True)
 class GuardConfig:
     allowed_users: frozenset[str] = frozenset()
@@ -159,25 +163,38 @@ class Guards:
         await self._check_budgets(ctx, estimate.usd)
         # The console is the operator's own terminal: it is never asked to confirm.
         confirmed = (ctx.invocation.confirmed if ctx.invocation else False) or ctx.chat.platform == "console"
-        if self.config.confirm_above and estimate.usd >= self.config.confirm_above and not confirmed:
-            token = self._remember(ctx)
-            return Reply(
-                blocks=[
-                    f"💸 /{ctx.command.name} will cost about {_money(estimate.usd)}. "
-                    f"Send /confirm {token} within 10 minutes to go ahead."
-                ],
-                confirmation=token,
-            )
+        needs_confirmation = bool(self.config.confirm_above) and estimate.usd >= self.config.confirm_above
+        if needs_confirmation and not confirmed:
+            if not ctx.command.confirms_late:
+                return self._ask_confirmation(ctx, estimate.usd)
+
+            async def stop_before_paying() -> None:
+                raise _ConfirmationNeeded
+
+            ctx.paid_call_gate = stop_before_paying
         meter = Meter()
         meter_token = current_meter.set(meter)
         try:
             return await call_next(ctx)
+        except _ConfirmationNeeded:
+            # The handler validated everything first, so a bad request gets its clear error, not a price.
+            return self._ask_confirmation(ctx, estimate.usd)
         finally:
             current_meter.reset(meter_token)
             for model, usage in meter.entries:
                 self.ledger.record(
                     user_key=ctx.user.key, chat_key=ctx.chat_key, command=ctx.command.name, model=model, usage=usage
                 )
+
+    def _ask_confirmation(self, ctx: CommandContext, usd: Decimal) -> Reply:
+        token = self._remember(replace(ctx, paid_call_gate=None))
+        return Reply(
+            blocks=[
+                f"💸 /{ctx.command.name} will cost about {_money(usd)}. "
+                f"Send /confirm {token} within 10 minutes to go ahead."
+            ],
+            confirmation=token,
+        )
 
     async def _check_budgets(self, ctx: CommandContext, estimate: Decimal) -> None:
         assert self.ledger is not None

@@ -157,3 +157,21 @@ async def test_admin_users_setting_grants_admin_commands(make_runtime: RuntimeFa
     assert not allowed.is_error
     refused = await runtime.core.handle(command("schedule", "list", user="8"), RecordingResponder())
     assert refused.is_error and "Only admins" in refused.text
+
+
+async def test_a_bad_expensive_request_gets_its_error_not_a_price(
+    make_runtime: RuntimeFactory, fake_genai: FakeGenAI
+) -> None:
+    """Regression: the cost question came before /video's own checks, so a request that could never
+    run was priced first and only refused after the user confirmed."""
+    runtime = await make_runtime(confirm_above_usd=1.0)
+    for text, message in [
+        ("duration=8", "Describe the video"),
+        ("segment=3", "you have none yet"),
+        ("a cat character=ghost", "don't know a character"),
+    ]:
+        reply = await runtime.core.handle(command("video", text), RecordingResponder())
+        assert reply.is_error and message in reply.text and reply.confirmation is None, (text, reply.text)
+    asked = await runtime.core.handle(command("video", "a valid cat duration=8"), RecordingResponder())
+    assert asked.confirmation is not None
+    assert fake_genai.requests == []
