@@ -187,6 +187,7 @@ class Case:
     discord: Dc | None = None
     ssrf: bool = False
     bug: dict[str, str] = field(default_factory=dict)  # platform -> reason: the case is a known product bug
+    discord_expect: str | None = None  # when Discord's client-side shape makes the answer differ
 
 
 def both(text: str, command: str, options: dict[str, Any] | None = None, **tg: Any) -> dict[str, Any]:
@@ -230,17 +231,9 @@ RANGE = r"must be between {lo} and {hi} \(got {got}\)"
 NOT_AN_IMAGE = r"That file is not an image I can read\. Please send a PNG, JPEG or WebP\."
 METADATA = "https://169.254.169.254/latest/meta-data/"
 
-MISSING_OPTION_BUG = (
-    "bug: a slash interaction without a required option (a modified client, or a Discord client still "
-    "showing an older declaration of the command) makes discord.py raise CommandSignatureMismatch; "
-    "bot/discord/app.py report_failure answers it with the generic '⚠️ Something went wrong on my side' "
-    "(and logs an ERROR with a traceback) instead of saying the command or its options are out of date"
-)
-NO_ANSWER_BUG = (
-    "bug: an attachment option whose value is not a snowflake (here a URL) makes discord.py's Namespace "
-    "raise ValueError inside the CommandTree-invoker task, outside tree.on_error: the user gets no answer "
-    "at all (the interaction is never deferred) and asyncio logs 'Task exception was never retrieved'"
-)
+# A payload discord.py cannot match to the command's declared options (a missing required option, an
+# attachment option holding a URL): a modified client, or a Discord client showing a stale command.
+STALE_SHAPE = r"sent this command in an older or unexpected shape\. Reload Discord"
 
 CASES: list[Case] = [
     # -- prompts ---------------------------------------------------------------------------------
@@ -248,7 +241,7 @@ CASES: list[Case] = [
         "story-empty",
         r"Missing idea: what the story is about\nUsage: /story <idea>",
         **both("/story", "story"),
-        bug={"discord": MISSING_OPTION_BUG},
+        discord_expect=STALE_SHAPE,
     ),
     Case("story-whitespace-only", r"Missing idea", **both("/story  \t  ", "story", {"idea": "   \t  "})),
     Case(
@@ -404,7 +397,7 @@ CASES: list[Case] = [
         "character-without-image",
         r"/character needs an image\.(.|\n)*Usage: /character \(attach an image\) \[name\]",
         **both("/character Nobody", "character", {"name": "Nobody"}),
-        bug={"discord": MISSING_OPTION_BUG},
+        discord_expect=STALE_SHAPE,
     ),
     Case(
         "character-0-byte-image",
@@ -505,7 +498,7 @@ CASES: list[Case] = [
         telegram=Tg(f"/character {METADATA}"),
         discord=Dc("character", {"image": METADATA}),
         ssrf=True,
-        bug={"discord": NO_ANSWER_BUG},
+        discord_expect=STALE_SHAPE,
     ),
     Case(
         "ssrf-attacker-url-as-the-character-image",
@@ -513,18 +506,13 @@ CASES: list[Case] = [
         telegram=Tg("/character image={attacker}/latest/meta-data"),
         discord=Dc("character", {"image": "{attacker}/latest/meta-data/avatar.png"}),
         ssrf=True,
-        bug={"discord": NO_ANSWER_BUG},
+        discord_expect=STALE_SHAPE,
     ),
     Case(
         "ssrf-attachment-url-off-the-cdn",
-        r"only (read|accept|take).*Discord|not a Discord attachment",
+        r"does not come from Discord, so I will not fetch it",
         discord=Dc("character", {"name": "Hero"}, Image(png_bytes), image_url="{attacker}/latest/meta-data/avatar.png"),
         ssrf=True,
-        bug={
-            "discord": "bug: bot/discord/app.py _attachment_image reads attachment.url with discord.py's "
-            "Attachment.read() whatever its host, so an attachment whose url is not Discord's CDN is fetched "
-            "(SSRF) and its body goes on to a paid vision call"
-        },
     ),
 ]
 
@@ -697,5 +685,6 @@ async def test_bad_input_gets_one_clear_answer_and_no_paid_call(world: World, pl
         assert world.attacker.requests[fetched_before:] == [], "the bot fetched a URL a user gave it"
     assert world.paid_calls() == paid_before, "bad input reached the AI upstream (a paid call)"
     assert answer.startswith("⚠️ "), answer
-    assert re.search(case.expect, answer), answer
+    expect = case.discord_expect if platform == "discord" and case.discord_expect else case.expect
+    assert re.search(expect, answer), answer
     assert not NOT_CLEAR.search(answer), answer

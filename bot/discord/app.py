@@ -4,6 +4,8 @@
 commands (globally, or to DISCORD_GUILD_IDS), registers the Discord ``ChatSender`` and serves until
 ``stop`` is set. Every interaction is deferred before anything else (Discord's 3-second rule), then
 the chat core runs the command and the ``InteractionResponder`` edits the deferred response.
+Invocations carry the guild, the member's role ids and an admin check (Manage Server) for the
+core's guards. ``build_send_only_sender`` serves ``reelwright worker`` processes: REST only.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -21,7 +23,7 @@ from discord import app_commands
 
 from bot.core.commands import Command
 from bot.core.context import ChatRef, IncomingImage, Invocation, UserRef
-from bot.discord.buttons import StoryButton, story_view
+from bot.discord.buttons import ConfirmButton, StoryButton, reply_view
 from bot.discord.messages import NO_MENTIONS
 from bot.discord.registration import register_commands
 from bot.discord.responder import PROGRESS_AFTER_SECONDS, ChannelSender, InteractionResponder
@@ -34,6 +36,8 @@ log = logging.getLogger(__name__)
 PLATFORM = "discord"
 #: On stop, commands already running get this long to deliver their answer before the client closes.
 SHUTDOWN_GRACE_SECONDS = 10.0
+#: discord.py dispatches "ready" (``is_ready``, hence /readyz) this long after the last GUILD_CREATE.
+GUILD_READY_TIMEOUT = 2.0
 
 
 def configure_endpoints(settings: Settings) -> None:
@@ -53,19 +57,82 @@ def guild_objects(settings: Settings) -> list[discord.Object]:
     return [discord.Object(id=int(part)) for part in parts]
 
 
-def _attachment_image(attachment: discord.Attachment, max_bytes: int) -> IncomingImage:
-    """The upload, downloaded from the CDN only when the handler reads it, and never when too big."""
+DISCORD_CDN_HOSTS = frozenset({"cdn.discordapp.com", "media.discordapp.net"})
+
+
+def cdn_origins(settings: Settings) -> frozenset[str]:
+    """Where attachments may be fetched from: Discord's CDN, or the configured API host (a REST
+    proxy or the tests' loopback Discord serves its CDN too). Nothing else, ever (no SSRF)."""
+    api = yarl.URL(str(settings.discord_api_base_url))
+    return DISCORD_CDN_HOSTS | {f"{api.host}:{api.port}"}
+
+
+def _attachment_image(attachment: discord.Attachment, max_bytes: int, origins: frozenset[str]) -> IncomingImage:
+    """The upload, downloaded from the CDN only when the handler reads it, and never when too big
+    or when its URL points anywhere but Discord's CDN."""
 
     async def read() -> bytes:
         if attachment.size > max_bytes:
             raise UserInputError(
                 f"The image is {attachment.size / 1048576:.1f} MB; the limit is {max_bytes / 1048576:.1f} MB."
             )
+        url = yarl.URL(attachment.url)
+        if url.host not in origins and f"{url.host}:{url.port}" not in origins:
+            log.warning("refusing to fetch an attachment outside Discord's CDN: %s", url.host)
+            raise UserInputError("That attachment does not come from Discord, so I will not fetch it.")
         return await attachment.read()
 
     return IncomingImage(
         filename=attachment.filename, read=read, size=attachment.size, content_type=attachment.content_type
     )
+
+
+class MalformedInteraction(app_commands.AppCommandError):
+    """An interaction discord.py could not even parse into its command's options."""
+
+
+class GuardedCommandTree(app_commands.CommandTree["ReelwrightDiscord"]):
+    """A command tree whose every failure reaches ``tree.on_error``.
+
+    discord.py builds an interaction's options before its error handling starts: a malformed
+    value (an attachment option that is not an attachment id) raises a plain exception in its
+    invoker task, and the user never gets an answer. Overriding the tree's private ``_call`` is
+    the only hook before that step; such errors become ``MalformedInteraction`` for on_error.
+    """
+
+    async def _call(self, interaction: discord.Interaction[ReelwrightDiscord]) -> None:
+        try:
+            await super()._call(interaction)
+        except app_commands.AppCommandError:
+            raise
+        except Exception as exc:
+            raise MalformedInteraction(f"{type(exc).__name__}: {exc}") from exc
+
+
+def role_ids(user: discord.User | discord.Member) -> tuple[str, ...]:
+    """The member's role ids as the interaction carried them (none outside a guild).
+
+    Read from the interaction's member payload, not ``Member.roles``, which silently drops roles the
+    guild cache does not hold (a guild still unavailable, a role event not yet seen): an allow-list
+    must see exactly what Discord said.
+    """
+    if not isinstance(user, discord.Member):
+        return ()
+    return tuple(str(role_id) for role_id in user._roles)
+
+
+def admin_check(interaction: discord.Interaction) -> Callable[[], Awaitable[bool]]:
+    """Admin-only commands (/schedule): members with Manage Server (or Administrator) in a guild;
+    in the user's own DM with the bot, the user (the owner of that chat, as on Telegram). Anywhere
+    else without a guild (a group DM reached as a user-installed app) nobody is an admin."""
+
+    async def is_admin() -> bool:
+        if interaction.guild_id is None:
+            return interaction.context.dm_channel
+        permissions = interaction.permissions
+        return permissions.manage_guild or permissions.administrator
+
+    return is_admin
 
 
 class DiscordBridge:
@@ -76,6 +143,7 @@ class DiscordBridge:
         self.sender = sender
         self.progress_after = progress_after
         self.running: set[asyncio.Task[Any]] = set()
+        self.cdn_origins = cdn_origins(runtime.settings)
 
     async def drain(self, grace: float) -> None:
         """Wait (at most ``grace`` seconds) for commands in flight, so a stop does not cut answers."""
@@ -87,17 +155,28 @@ class DiscordBridge:
     async def run_slash(self, interaction: discord.Interaction, command: Command, values: dict[str, Any]) -> None:
         await self.run_invocation(interaction, command.name, values)
 
-    async def run_invocation(self, interaction: discord.Interaction, command: str, values: dict[str, Any]) -> None:
+    async def run_invocation(
+        self,
+        interaction: discord.Interaction,
+        command: str,
+        values: dict[str, Any],
+        *,
+        ephemeral: bool = False,
+        after_defer: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """Defer (ephemerally if asked), run ``after_defer``, then run ``command`` through the core."""
         task = asyncio.current_task()
         if task is not None:
             self.running.add(task)
             task.add_done_callback(self.running.discard)
-        await interaction.response.defer(thinking=True)
+        await interaction.response.defer(thinking=True, ephemeral=ephemeral)
+        if after_defer is not None:
+            await after_defer()
         image: IncomingImage | None = None
         options: dict[str, Any] = {}
         for name, value in values.items():
             if isinstance(value, discord.Attachment):
-                image = _attachment_image(value, self.runtime.settings.max_image_bytes)
+                image = _attachment_image(value, self.runtime.settings.max_image_bytes, self.cdn_origins)
             elif value is not None:
                 options[name] = value
         user = interaction.user
@@ -107,8 +186,11 @@ class DiscordBridge:
             chat=ChatRef(platform=PLATFORM, id=str(interaction.channel_id), is_private=interaction.guild_id is None),
             options=options,
             image=image,
+            is_admin=admin_check(interaction),
+            guild_id=str(interaction.guild_id) if interaction.guild_id is not None else None,
+            roles=role_ids(user),
         )
-        responder = InteractionResponder(interaction, self.sender, partial(story_view, command), self.progress_after)
+        responder = InteractionResponder(interaction, self.sender, partial(reply_view, command), self.progress_after)
         await self.runtime.core.handle(invocation, responder)
 
     async def report_failure(self, interaction: discord.Interaction, error: BaseException) -> None:
@@ -117,9 +199,17 @@ class DiscordBridge:
             text = f"⚠️ {error.user_message}"
         elif isinstance(error, app_commands.CommandNotFound):
             text = "⚠️ That command is not available any more. Type / to see the current ones."
+        elif isinstance(error, app_commands.CommandSignatureMismatch | MalformedInteraction):
+            text = (
+                "⚠️ Your Discord app sent this command in an older or unexpected shape. "
+                "Reload Discord (Ctrl+R) and try again."
+            )
         else:
             text = "⚠️ Something went wrong on my side. Please try again."
-        log.error("Discord interaction %s failed: %r", interaction.id, error, exc_info=error)
+        if isinstance(error, app_commands.CommandSignatureMismatch | MalformedInteraction):
+            log.warning("Discord interaction %s did not match its command: %r", interaction.id, error)
+        else:
+            log.error("Discord interaction %s failed: %r", interaction.id, error, exc_info=error)
         try:
             if interaction.response.is_done():
                 await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
@@ -127,6 +217,45 @@ class DiscordBridge:
                 await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_MENTIONS)
         except discord.HTTPException:
             log.warning("could not tell the user about the failure of interaction %s", interaction.id)
+
+
+def _quiet_voice_warnings() -> None:
+    """Reelwright has no voice features: no start-up warnings about missing voice libraries."""
+    discord.VoiceClient.warn_nacl = False
+    discord.VoiceClient.warn_dave = False
+
+
+async def _login(client: discord.Client, settings: Settings) -> None:
+    """Log in over REST (no gateway); a refusal or an unreachable Discord is a clear start error."""
+    if settings.discord_bot_token is None:
+        raise PlatformStartError("DISCORD_BOT_TOKEN is not set")
+    try:
+        await client.login(settings.discord_bot_token.get_secret_value())
+    except discord.LoginFailure:
+        raise PlatformStartError("Discord refused DISCORD_BOT_TOKEN (401 Unauthorized)") from None
+    except discord.HTTPException as exc:
+        raise PlatformStartError(f"Discord refused the start-up (HTTP {exc.status}): {exc.text}") from None
+    except OSError as exc:
+        raise PlatformStartError(f"Discord could not be reached at start: {type(exc).__name__}: {exc}") from None
+
+
+async def build_send_only_sender(runtime: Runtime) -> ChannelSender:
+    """A sender with no gateway connection, for ``reelwright worker`` processes that only deliver jobs.
+
+    Its client only logs in (REST at DISCORD_API_BASE_URL: the bot user and the application, never
+    the gateway) and posts by channel id; every message pings nobody. It is closed with the runtime.
+    """
+    configure_endpoints(runtime.settings)
+    _quiet_voice_warnings()
+    # No gateway, so intents subscribe to nothing; ``guilds`` only keeps discord.py's state quiet.
+    client = discord.Client(intents=discord.Intents(guilds=True), allowed_mentions=NO_MENTIONS)
+    try:
+        await _login(client, runtime.settings)
+    except BaseException:
+        await client.close()
+        raise
+    runtime.stack.push_async_callback(client.close)
+    return ChannelSender(client, ready=lambda: client.user is not None and not client.is_closed())
 
 
 def _guarded(event: str, parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -143,13 +272,21 @@ def _guarded(event: str, parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
 class ReelwrightDiscord(discord.Client):
     """The discord.py client: commands synced in ``setup_hook``, errors rendered in one handler."""
 
-    def __init__(self, runtime: Runtime, *, progress_after: float = PROGRESS_AFTER_SECONDS) -> None:
-        # Reelwright has no voice features: no start-up warnings about missing voice libraries.
-        discord.VoiceClient.warn_nacl = False
-        discord.VoiceClient.warn_dave = False
-        super().__init__(intents=discord.Intents(guilds=True), allowed_mentions=NO_MENTIONS)
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        progress_after: float = PROGRESS_AFTER_SECONDS,
+        guild_ready_timeout: float = GUILD_READY_TIMEOUT,
+    ) -> None:
+        _quiet_voice_warnings()
+        super().__init__(
+            intents=discord.Intents(guilds=True),
+            allowed_mentions=NO_MENTIONS,
+            guild_ready_timeout=guild_ready_timeout,
+        )
         self.runtime = runtime
-        self.tree: app_commands.CommandTree[ReelwrightDiscord] = app_commands.CommandTree(self)
+        self.tree: app_commands.CommandTree[ReelwrightDiscord] = GuardedCommandTree(self)
         self.tree.on_error = self.on_app_command_error  # type: ignore[method-assign]
         self.sender = ChannelSender(self)
         self.bridge = DiscordBridge(runtime, self.sender, progress_after)
@@ -162,7 +299,7 @@ class ReelwrightDiscord(discord.Client):
     async def setup_hook(self) -> None:
         guilds = guild_objects(self.runtime.settings)
         register_commands(self.tree, self.runtime.core.commands, self.bridge.run_slash, guilds or None)
-        self.add_dynamic_items(StoryButton)
+        self.add_dynamic_items(StoryButton, ConfirmButton)
         if guilds:
             for guild in guilds:
                 synced = await self.tree.sync(guild=guild)
@@ -181,27 +318,25 @@ class ReelwrightDiscord(discord.Client):
 
 
 async def serve_discord(
-    runtime: Runtime, stop: asyncio.Event, *, progress_after: float = PROGRESS_AFTER_SECONDS
+    runtime: Runtime,
+    stop: asyncio.Event,
+    *,
+    progress_after: float = PROGRESS_AFTER_SECONDS,
+    guild_ready_timeout: float = GUILD_READY_TIMEOUT,
 ) -> None:
     """Log in, sync, serve until ``stop`` is set, then close cleanly.
 
     ``progress_after``: seconds a command runs before its progress lines are shown (tests use 0).
+    ``guild_ready_timeout``: discord.py's wait for late GUILD_CREATEs before it is ready (tests use 0).
     """
     settings = runtime.settings
     if settings.discord_bot_token is None:
         raise PlatformStartError("DISCORD_BOT_TOKEN is not set")
     configure_endpoints(settings)
     guild_objects(settings)  # a malformed DISCORD_GUILD_IDS stops the start here, with its name
-    client = ReelwrightDiscord(runtime, progress_after=progress_after)
+    client = ReelwrightDiscord(runtime, progress_after=progress_after, guild_ready_timeout=guild_ready_timeout)
     try:
-        try:
-            await client.login(settings.discord_bot_token.get_secret_value())
-        except discord.LoginFailure:
-            raise PlatformStartError("Discord refused DISCORD_BOT_TOKEN (401 Unauthorized)") from None
-        except discord.HTTPException as exc:
-            raise PlatformStartError(f"Discord refused the start-up (HTTP {exc.status}): {exc.text}") from None
-        except OSError as exc:
-            raise PlatformStartError(f"Discord could not be reached at start: {type(exc).__name__}: {exc}") from None
+        await _login(client, settings)
         runtime.senders[PLATFORM] = client.sender
         connection = asyncio.create_task(client.connect(reconnect=True), name="discord-gateway")
         stopping = asyncio.create_task(stop.wait(), name="discord-stop")

@@ -20,6 +20,7 @@ import discord
 
 from bot.core.context import ChatRef
 from bot.core.replies import Reply
+from bot.discord.buttons import confirm_view
 from bot.discord.messages import DEFAULT_UPLOAD_LIMIT, NO_MENTIONS, DiscordMessage, render_reply
 
 log = logging.getLogger(__name__)
@@ -37,10 +38,19 @@ ViewFactory = Callable[[Reply], discord.ui.View | None]
 
 
 class ChannelSender:
-    """``ChatSender`` for Discord: posts a reply to a channel by id, with no live interaction."""
+    """``ChatSender`` for Discord: posts a reply to a channel by id, with no live interaction.
 
-    def __init__(self, client: discord.Client) -> None:
+    It needs only REST, so the same class serves the gateway bot and the send-only sender of a
+    ``reelwright worker`` (a client that only logged in); ``ready`` says when it can post.
+    """
+
+    def __init__(self, client: discord.Client, ready: Callable[[], bool] | None = None) -> None:
         self.client = client
+        self._ready = ready or (lambda: client.is_ready() and not client.is_closed())
+
+    def is_ready(self) -> bool:
+        """For the health endpoint: the client is connected (or logged in, send-only) and not closed."""
+        return self._ready()
 
     def upload_limit(self, channel_id: int) -> int:
         channel = self.client.get_channel(channel_id)
@@ -49,7 +59,8 @@ class ChannelSender:
 
     async def send(self, chat: ChatRef, reply: Reply) -> None:
         channel_id = int(chat.id)
-        messages = await render_reply(reply, upload_limit=self.upload_limit(channel_id))
+        view = confirm_view(reply.confirmation) if reply.confirmation and not reply.is_error else None
+        messages = await render_reply(reply, upload_limit=self.upload_limit(channel_id), view=view)
         await self.post(channel_id, messages)
 
     async def post(self, channel_id: int, messages: list[DiscordMessage]) -> None:

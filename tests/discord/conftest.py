@@ -77,12 +77,14 @@ async def fake_discord(restore_discord_endpoints: None) -> AsyncIterator[FakeDis
 
 
 async def start_bot(
-    fake: FakeDiscord, runtime: Runtime, progress_after: float = 0.0
+    fake: FakeDiscord, runtime: Runtime, progress_after: float = 0.0, **options: Any
 ) -> tuple[asyncio.Event, asyncio.Task[None]]:
-    """Serve ``runtime`` on ``fake``; progress lines show at once unless ``progress_after`` says otherwise."""
+    """Serve ``runtime`` on ``fake``; progress lines show at once unless ``progress_after`` says otherwise.
+
+    ``options`` go to ``serve_discord`` (``guild_ready_timeout``)."""
     stop = asyncio.Event()
     fake.identified.clear()
-    task = asyncio.create_task(serve_discord(runtime, stop, progress_after=progress_after))
+    task = asyncio.create_task(serve_discord(runtime, stop, progress_after=progress_after, **options))
     identified = asyncio.create_task(fake.identified.wait())
     done, _ = await asyncio.wait({task, identified}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
     if task in done:

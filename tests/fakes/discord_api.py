@@ -27,9 +27,13 @@ __all__ = ["DiscordCall", "FakeDiscord", "Fault", "UploadedFile"]
 
 OPTION_TYPES = {"string": 3, "integer": 4, "attachment": 11}
 CHANNEL_TEXT = 0
+CHANNEL_DM = 1
+CONTEXT_BOT_DM = 1
 INTERACTION_COMMAND = 2
 INTERACTION_COMPONENT = 3
 ALL_PERMISSIONS = str((1 << 50) - 1)
+#: Everything a plain member has, without Administrator (1 << 3) and Manage Server (1 << 5).
+MEMBER_PERMISSIONS = str(((1 << 50) - 1) & ~(1 << 3) & ~(1 << 5))
 EPOCH_MS = 1420070400000
 WAIT_LIMIT_SECONDS = 10.0
 #: Interaction and webhook routes are authorised by the interaction token in the path, not the bot token.
@@ -134,6 +138,8 @@ class FakeDiscord(FakeUpstream):
         self._changed = asyncio.Condition()
         #: Called with every recorded call (a benchmark measures latencies here).
         self.listeners: list[Callable[[DiscordCall], None]] = []
+        #: Every interaction dispatched, by token (the messages answering it carry its metadata).
+        self.interactions: dict[str, dict[str, Any]] = {}
 
     # -- what tests use ------------------------------------------------------------------------------
 
@@ -181,8 +187,13 @@ class FakeDiscord(FakeUpstream):
         attachment_size_limit: int | None = None,
         user: dict[str, Any] | None = None,
         age_seconds: float = 0.0,
+        member: dict[str, Any] | None = None,
+        dm: bool = False,
     ) -> dict[str, Any]:
-        """Dispatch a slash command with options typed from the synced declaration; returns ``d``."""
+        """Dispatch a slash command with options typed from the synced declaration; returns ``d``.
+
+        ``member`` overrides fields of the member payload (``roles``, ``permissions``); ``dm`` sends
+        it from the user's DM with the bot (no guild, no member)."""
         scope, declared = self._declared(name)
         by_name = {opt["name"]: opt for opt in declared.get("options", [])}
         payload_options: list[dict[str, Any]] = []
@@ -198,15 +209,28 @@ class FakeDiscord(FakeUpstream):
         if scope is not None:
             data["guild_id"] = scope
         d = self.interaction_payload(
-            INTERACTION_COMMAND, data, attachment_size_limit=attachment_size_limit, user=user, age_seconds=age_seconds
+            INTERACTION_COMMAND,
+            data,
+            attachment_size_limit=attachment_size_limit,
+            user=user,
+            age_seconds=age_seconds,
+            member=member,
+            dm=dm,
         )
         await self.dispatch_event("INTERACTION_CREATE", d)
         return d
 
-    async def press(self, message: dict[str, Any], custom_id: str) -> dict[str, Any]:
-        """Dispatch a button press on ``message`` (a message object the bot posted)."""
+    async def press(
+        self,
+        message: dict[str, Any],
+        custom_id: str,
+        *,
+        user: dict[str, Any] | None = None,
+        member: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Dispatch a button press on ``message`` (a message object the bot posted), by ``user``."""
         data = {"custom_id": custom_id, "component_type": 2}
-        d = self.interaction_payload(INTERACTION_COMPONENT, data)
+        d = self.interaction_payload(INTERACTION_COMPONENT, data, user=user, member=member)
         d["message"] = message
         await self.dispatch_event("INTERACTION_CREATE", d)
         return d
@@ -219,10 +243,32 @@ class FakeDiscord(FakeUpstream):
         attachment_size_limit: int | None = None,
         user: dict[str, Any] | None = None,
         age_seconds: float = 0.0,
+        member: dict[str, Any] | None = None,
+        dm: bool = False,
     ) -> dict[str, Any]:
         """A complete ``INTERACTION_CREATE`` ``d`` (every field discord.py reads without a default)."""
         interaction_id = _snowflake(self._ids, age_seconds)
         member_user = user or self.user
+        d = self._interaction_payload(interaction_id, kind, data, attachment_size_limit, member_user)
+        if member:
+            d["member"].update(member)
+        if dm:
+            del d["guild_id"], d["member"]
+            d["user"] = member_user
+            d["channel"] = {"id": self.channel_id, "type": CHANNEL_DM, "recipients": [member_user], "flags": 0}
+            d["authorizing_integration_owners"] = {"1": member_user["id"]}
+            d["context"] = CONTEXT_BOT_DM
+        self.interactions[d["token"]] = d
+        return d
+
+    def _interaction_payload(
+        self,
+        interaction_id: str,
+        kind: int,
+        data: dict[str, Any],
+        attachment_size_limit: int | None,
+        member_user: dict[str, Any],
+    ) -> dict[str, Any]:
         return {
             "id": interaction_id,
             "application_id": self.application_id,
@@ -300,6 +346,8 @@ class FakeDiscord(FakeUpstream):
             return "followup" if len(rest) == 3 else "webhook_message"
         if rest[:1] == ["channels"] and rest[-1:] == ["messages"]:
             return "channel_message"
+        if rest[:1] == ["channels"] and rest[2:3] == ["messages"] and len(rest) == 4 and request.method == "PATCH":
+            return "edit_message"
         if rest[:1] == ["applications"] and rest[-1:] == ["commands"]:
             return "sync_guild" if "guilds" in rest else "sync_global"
         return "/".join(rest)
@@ -458,7 +506,24 @@ class FakeDiscord(FakeUpstream):
             return json_response({"interaction": interaction, "resource": resource})
         if route in ("edit_original", "followup", "channel_message"):
             call.message = self._message(call.payload, call.files)
+            answered = self.interactions.get(request.path.split("/")[5]) if route != "channel_message" else None
+            if answered is not None:
+                # Like Discord: a message answering an interaction says whose interaction it was.
+                call.message["interaction_metadata"] = {
+                    "id": answered["id"],
+                    "type": answered["type"],
+                    "user": answered.get("member", {}).get("user") or answered.get("user"),
+                    "authorizing_integration_owners": answered["authorizing_integration_owners"],
+                }
             return json_response(call.message)
+        if route == "edit_message":
+            stored = self.messages.get(request.path.split("/")[-1])
+            if stored is None:
+                return json_response({"message": "Unknown Message", "code": 10008}, 404)
+            body = call.payload if isinstance(call.payload, dict) else {}
+            stored.update({key: body[key] for key in ("content", "embeds", "components", "flags") if key in body})
+            call.message = stored
+            return json_response(stored)
         if route == "delete_original":
             return web.Response(status=204)
         return json_response({"message": "404: Not Found", "code": 0}, 404)
