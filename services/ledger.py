@@ -16,8 +16,9 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import Float, case, cast, func, select
+from sqlalchemy import Float, case, cast, func, insert, select
 
 from connectors.database import sessions
 from services.metrics import record_spend
@@ -56,7 +57,7 @@ class UsageLedger:
         self.prices = prices
         self.flush_every = flush_every
         self.refresh_every = refresh_every
-        self._pending: list[UsageRecord] = []
+        self._pending: list[dict[str, Any]] = []
         self._totals: dict[tuple[str, str], list[Decimal]] = {}
         self._period: tuple[datetime, datetime] | None = None
         self._refreshed_at = float("-inf")
@@ -68,20 +69,21 @@ class UsageLedger:
     def record(self, *, user_key: str, chat_key: str, command: str, model: str, usage: Usage) -> Decimal:
         """Account one paid call now (in memory); it reaches the database at the next flush."""
         cost = self.cost(model, usage)
-        now = utcnow()
+        # Plain rows, inserted in batches with one executemany: building ORM objects per call
+        # costs more than the rest of the accounting.
         self._pending.append(
-            UsageRecord(
-                user_key=user_key,
-                chat_key=chat_key,
-                command=command,
-                model=model,
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-                video_seconds=usage.video_seconds,
-                images=usage.images,
-                cost_usd=str(cost),
-                created_at=now,
-            )
+            {
+                "user_key": user_key,
+                "chat_key": chat_key,
+                "command": command,
+                "model": model,
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "video_seconds": usage.video_seconds,
+                "images": usage.images,
+                "cost_usd": str(cost),
+                "created_at": utcnow(),
+            }
         )
         self._add(user_key, chat_key, cost)
         record_spend("openrouter" if "/" in model else "google", float(cost))
@@ -124,8 +126,8 @@ class UsageLedger:
                         totals[(kind, key)] = [_decimal(today), _decimal(this_month)]
             self._totals = totals
             self._period = (day, month)
-            for record in self._pending:
-                self._add(record.user_key, record.chat_key, Decimal(record.cost_usd))
+            for row in self._pending:
+                self._add(row["user_key"], row["chat_key"], Decimal(row["cost_usd"]))
 
     async def top_users(self, chat_key: str, since: datetime, limit: int = 5) -> list[tuple[str, Decimal]]:
         await self.flush()
@@ -149,7 +151,7 @@ class UsageLedger:
             return 0
         try:
             async with sessions().begin() as session:
-                session.add_all(batch)
+                await session.execute(insert(UsageRecord), batch)
         except Exception:
             self._pending[:0] = batch
             raise
