@@ -146,6 +146,16 @@ class Runtime:
         await self.stack.aclose()
 
 
+def upstream_guard_config(settings: Settings, *, max_concurrent: int, max_waiting: int) -> UpstreamGuardConfig:
+    """One upstream's circuit breaker (shared settings) and line sizes (its own)."""
+    return UpstreamGuardConfig(
+        failure_threshold=settings.circuit_failure_threshold,
+        cooldown_seconds=settings.circuit_cooldown_seconds,
+        max_concurrent=max_concurrent,
+        max_waiting=max_waiting,
+    )
+
+
 async def start_runtime(settings: Settings) -> Runtime:
     """Configure every layer from ``settings``; the returned runtime owns what must be closed."""
     stack = AsyncExitStack()
@@ -185,11 +195,8 @@ async def start_runtime(settings: Settings) -> Runtime:
             site_url=settings.openrouter_site_url,
             app_name=settings.openrouter_app_name,
             vision_timeout_seconds=settings.vision_timeout_seconds,
-            guard=UpstreamGuardConfig(
-                failure_threshold=settings.circuit_failure_threshold,
-                cooldown_seconds=settings.circuit_cooldown_seconds,
-                max_concurrent=settings.text_max_concurrent,
-                max_waiting=settings.text_max_waiting,
+            guard=upstream_guard_config(
+                settings, max_concurrent=settings.text_max_concurrent, max_waiting=settings.text_max_waiting
             ),
         )
     )
@@ -207,11 +214,8 @@ async def start_runtime(settings: Settings) -> Runtime:
             video_start_timeout_seconds=settings.video_start_timeout_seconds,
             video_poll_timeout_seconds=settings.video_poll_timeout_seconds,
             image_timeout_seconds=settings.image_timeout_seconds,
-            guard=UpstreamGuardConfig(
-                failure_threshold=settings.circuit_failure_threshold,
-                cooldown_seconds=settings.circuit_cooldown_seconds,
-                max_concurrent=settings.media_max_concurrent,
-                max_waiting=settings.media_max_waiting,
+            guard=upstream_guard_config(
+                settings, max_concurrent=settings.media_max_concurrent, max_waiting=settings.media_max_waiting
             ),
         )
     )

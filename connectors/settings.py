@@ -6,9 +6,11 @@ anywhere else. Secrets are ``SecretStr`` so that a repr, a log line or a traceba
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
+from limits import parse as parse_rate_limit
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -142,8 +144,6 @@ class Settings(BaseSettings):
     @classmethod
     def _price_table_is_json_object(cls, value: str) -> str:
         if value.strip():
-            import json
-
             try:
                 parsed = json.loads(value)
             except ValueError as exc:
@@ -155,10 +155,8 @@ class Settings(BaseSettings):
     @field_validator("rate_limit")
     @classmethod
     def _rate_limit_parses(cls, value: str) -> str:
-        from limits import parse
-
         try:
-            parse(value)
+            parse_rate_limit(value)
         except ValueError:
             raise ValueError("must look like 20/minute or 100/hour") from None
         return value

@@ -66,13 +66,21 @@ def video_prompt(request: VideoRequest) -> str:
     return request.prompt + character_prompt_note(request.character)
 
 
-def validate_video_request(request: VideoRequest) -> VideoRequest:
-    """Refuse bad input before the paid call: the prompt, and the image by content."""
+def _checked(request: VideoRequest) -> tuple[VideoRequest, str]:
+    """The request with its prompt cleaned, and the image's type as read from its content."""
     config = service_config()
     prompt = clean_prompt(request.prompt, what="video prompt", max_chars=config.max_prompt_chars)
+    mime = "image/png"
     if request.image is not None:
-        check_image(request.image, max_bytes=config.max_image_bytes, max_pixels=config.max_image_pixels)
-    return request.model_copy(update={"prompt": prompt})
+        mime = check_image(
+            request.image, max_bytes=config.max_image_bytes, max_pixels=config.max_image_pixels
+        ).mime_type
+    return request.model_copy(update={"prompt": prompt}), mime
+
+
+def validate_video_request(request: VideoRequest) -> VideoRequest:
+    """Refuse bad input before the paid call: the prompt, and the image by content."""
+    return _checked(request)[0]
 
 
 async def generate_video_from_payload(
@@ -86,7 +94,7 @@ async def generate_video_from_payload(
     """Generate (or resume) one Veo video and return its verified MP4 bytes."""
     config = service_config()
     started = time.monotonic()
-    request = validate_video_request(request)
+    request, mime = _checked(request)
 
     async def report(stage: Literal["submitted", "rendering", "downloading", "done"], polls: int) -> None:
         if on_progress is not None:
@@ -97,11 +105,6 @@ async def generate_video_from_payload(
     if resume_operation:
         name = resume_operation
     else:
-        mime = "image/png"
-        if request.image is not None:
-            mime = check_image(
-                request.image, max_bytes=config.max_image_bytes, max_pixels=config.max_image_pixels
-            ).mime_type
         name = await genai_connector.start_video(
             model=config.video_model,
             prompt=video_prompt(request),

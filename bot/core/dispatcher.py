@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
-from bot.core.commands import CommandSet, OptionKind, parse_text_arguments, validate_arguments
+from bot.core.commands import CommandSet, parse_text_arguments, validate_arguments
 from bot.core.context import CommandContext, Invocation
 from bot.core.replies import Reply
 from bot.logging_setup import CORRELATION_ID
@@ -156,8 +156,3 @@ def _bind(middleware: Middleware, following: Next) -> Next:
         return await middleware(ctx, following)
 
     return bound
-
-
-def has_image_option(commands: CommandSet, name: str) -> bool:
-    command = commands.get(name)
-    return command is not None and any(opt.kind is OptionKind.IMAGE for opt in command.options)

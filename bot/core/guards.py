@@ -202,14 +202,15 @@ class Guards:
         user = await self.ledger.spent("user", ctx.user.key, now)
         chat = await self.ledger.spent("chat", ctx.chat_key, now)
         checks = [
-            ("your daily", self.config.budget_user_daily, user.today, next_day(now)),
-            ("your monthly", self.config.budget_user_monthly, user.this_month, next_month(now)),
-            ("this chat's daily", self.config.budget_chat_daily, chat.today, next_day(now)),
-            ("this chat's monthly", self.config.budget_chat_monthly, chat.this_month, next_month(now)),
+            ("your daily", self.config.budget_user_daily, user.today, next_day),
+            ("your monthly", self.config.budget_user_monthly, user.this_month, next_month),
+            ("this chat's daily", self.config.budget_chat_daily, chat.today, next_day),
+            ("this chat's monthly", self.config.budget_chat_monthly, chat.this_month, next_month),
         ]
-        for label, limit, spent, resets in checks:
+        for label, limit, spent, reset_after in checks:
             if limit and spent + estimate > limit:
                 left = max(Decimal("0"), limit - spent)
+                resets = reset_after(now)
                 raise QuotaError(
                     f"budget {label} {limit} exceeded by estimate {estimate}",
                     user_message=(
