@@ -28,7 +28,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -44,13 +43,19 @@ from aiohttp import ClientSession, ClientTimeout, web
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)] if str(ROOT) not in sys.path else []
 
-from bench_story import Sandbox, peak_rss_mb, percentile, raise_fd_limit, start_sandbox  # noqa: E402
+from bench_story import (  # noqa: E402
+    Sandbox,
+    peak_rss_mb,
+    percentile,
+    raise_fd_limit,
+    start_sandbox,
+    write_results,
+)
 
 from bot.logging_setup import configure_logging  # noqa: E402
 from bot.sandbox.faults import RecordedRequest, json_response  # noqa: E402
 from tests.fakes.discord_api import DiscordCall, FakeDiscord  # noqa: E402
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BENCH_KEY = "bench-key"
 IDEA = "a shy lighthouse keeper befriends a storm that is afraid of the dark"
 WARMUP = 5
@@ -401,17 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(markdown_table(results))
     if not args.no_save:
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        path = RESULTS_DIR / f"bench_discord-{args.command}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-        payload = {
-            "args": vars(args),
-            "loop": loop_name,
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "results": results,
-        }
-        path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        path = write_results(results, args, loop_name, f"bench_discord-{args.command}")
         print(f"\nJSON: {path.relative_to(ROOT)}")
     lost = [r for r in results if r["replies"] != r["n"] or r["errors"]]
     return 1 if lost else 0

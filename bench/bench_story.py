@@ -369,10 +369,11 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def write_results(results: list[dict[str, Any]], args: argparse.Namespace, loop_name: str) -> Path:
+def write_results(results: list[dict[str, Any]], args: argparse.Namespace, loop_name: str, name: str) -> Path:
+    """The run's figures and conditions as JSON in bench/results/ (every bench script uses this)."""
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = RESULTS_DIR / f"bench_story-{args.scenario}-{stamp}.json"
+    path = RESULTS_DIR / f"{name}-{stamp}.json"
     payload = {
         "args": vars(args),
         "loop": loop_name,
@@ -456,7 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for r in failures:
         print(f"\n{r['scenario']}: {r['errors']} errors, e.g. {r['error_samples'][:2]}")
     if not args.no_save:
-        print(f"\nJSON: {write_results(results, args, loop_name).relative_to(ROOT)}")
+        print(f"\nJSON: {write_results(results, args, loop_name, f'bench_story-{args.scenario}').relative_to(ROOT)}")
     return 1 if failures else 0
 
 

@@ -30,7 +30,6 @@ import contextlib
 import json
 import math
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -45,6 +44,8 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench_story import write_results  # noqa: E402
+
 from bot.core.dispatcher import ChatCore  # noqa: E402
 from bot.core.storyboard import render_storyboard  # noqa: E402
 from bot.logging_setup import configure_logging  # noqa: E402
@@ -55,7 +56,6 @@ from connectors.settings import load_settings  # noqa: E402
 from services.story import Story, StorySegment  # noqa: E402
 from tests.fakes.telegram_api import RATE_LIMITED_METHODS, ApiCall, FakeTelegramAPI  # noqa: E402
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TOKEN = "424242:BENCH-telegram-token_0123456789"
 BENCH_KEY = "bench-key"
 IDEA = "a shy lighthouse keeper befriends a storm that is afraid of the dark"
@@ -405,10 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(markdown_table(results))
     lost = [r for r in results if r["lost"]]
     if not args.no_save:
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        path = RESULTS_DIR / f"bench_telegram-{args.scenario}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-        payload = {"args": vars(args), "loop": loop_name, "python": platform.python_version(), "results": results}
-        path.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+        path = write_results(results, args, loop_name, f"bench_telegram-{args.scenario}")
         print(f"\nJSON: {path.relative_to(ROOT)}")
     return 1 if lost else 0
 
