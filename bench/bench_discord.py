@@ -10,7 +10,8 @@ clock, the dispatch, the deferral (``POST .../callback``) and the final answer (
 @original`` that sets embeds) of each interaction. The bot process measures its CPU and peak RSS.
 
 Figures: wall / L (first dispatch to last final answer), time to the deferral (p50, p99, max),
-overhead above L (p50, p99), CPU ms per command (bot process), REST calls per command, peak RSS,
+overhead above L (p50, p99), CPU ms per command (the bot process plus its storyboard worker
+processes, also shown apart), REST calls per command, peak RSS,
 replies received / N (lost replies) and error replies.
 
 Run by hand, never by the test suite::
@@ -47,8 +48,12 @@ from bench_story import (  # noqa: E402
     Sandbox,
     peak_rss_mb,
     percentile,
+    process_cpu_seconds,
     raise_fd_limit,
     start_sandbox,
+    storyboard_workers_cpu,
+    storyboard_workers_cpu_since,
+    storyboard_workers_peak_rss_mb,
     write_results,
 )
 
@@ -210,15 +215,6 @@ class FakeDiscordProcess:
             self.process.wait()
 
 
-def process_cpu_seconds(pid: int) -> float | None:
-    """User + system CPU of another process so far (Linux ``/proc``; None elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def start_fake_discord() -> FakeDiscordProcess:
     process = subprocess.Popen(
         [sys.executable, str(Path(__file__).resolve()), "--fake-discord"], cwd=ROOT, stdout=subprocess.PIPE, text=True
@@ -296,10 +292,11 @@ async def run_bench(args: argparse.Namespace, sandbox: Sandbox, fake: FakeDiscor
             if warm["replies"] != WARMUP or warm["errors"]:
                 raise RuntimeError(f"warm-up failed: {warm['replies']} replies, {warm['errors']} errors")
             for n in args.n or [50, 200, 1000]:
-                cpu0 = time.process_time()
+                cpu0, workers0 = time.process_time(), storyboard_workers_cpu()
                 others0 = [process_cpu_seconds(p.pid) for p in (fake.process, sandbox.process)]
                 raw = await batch(n)
                 cpu = time.process_time() - cpu0
+                workers_cpu = storyboard_workers_cpu_since(workers0)
                 others1 = [process_cpu_seconds(p.pid) for p in (fake.process, sandbox.process)]
                 fake_cpu = [
                     None if a is None or b is None else (b - a) * 1000 / n
@@ -319,12 +316,16 @@ async def run_bench(args: argparse.Namespace, sandbox: Sandbox, fake: FakeDiscor
                     "deferred": raw["deferred"],
                     "overhead_p50_ms": percentile(overheads, 0.5),
                     "overhead_p99_ms": percentile(overheads, 0.99),
-                    "cpu_ms_per_cmd": cpu * 1000 / n,
+                    # the bot's whole CPU: this process plus its storyboard worker processes
+                    "cpu_ms_per_cmd": (cpu + workers_cpu) * 1000 / n,
+                    "bot_process_cpu_ms_per_cmd": cpu * 1000 / n,
+                    "storyboard_workers_cpu_ms_per_cmd": workers_cpu * 1000 / n,
                     "rest_calls_per_cmd": raw["rest_calls"] / n,
                     # the fakes' own CPU (other processes, not part of the goal), to see whether they limit the run
                     "discord_fake_cpu_ms_per_cmd": fake_cpu[0],
                     "ai_fake_cpu_ms_per_cmd": fake_cpu[1],
                     "peak_rss_mb": peak_rss_mb(),
+                    "storyboard_workers_peak_rss_mb": storyboard_workers_peak_rss_mb(),
                     "replies": raw["replies"],
                     "errors": raw["errors"],
                 }
@@ -349,14 +350,16 @@ def _fmt(value: Any, digits: int = 1) -> str:
 def markdown_table(results: list[dict[str, Any]]) -> str:
     header = (
         "| N | wall / L | defer p50 ms | defer p99 ms | defer max ms | overhead p50 ms | overhead p99 ms "
-        "| CPU ms/cmd | REST calls/cmd | peak RSS MB | replies / N | errors | goal |"
+        "| CPU ms/cmd (bot + workers) | REST calls/cmd | peak RSS MB (bot + workers) | replies / N | errors | goal |"
     )
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
     for r in results:
         lines.append(
             f"| {r['n']} | {_fmt(r['wall_over_L'], 2)} | {_fmt(r['defer_p50_ms'])} | {_fmt(r['defer_p99_ms'])} "
             f"| {_fmt(r['defer_max_ms'])} | {_fmt(r['overhead_p50_ms'])} | {_fmt(r['overhead_p99_ms'])} "
-            f"| {_fmt(r['cpu_ms_per_cmd'], 2)} | {_fmt(r['rest_calls_per_cmd'], 2)} | {_fmt(r['peak_rss_mb'])} "
+            f"| {_fmt(r['cpu_ms_per_cmd'], 2)} ({_fmt(r['bot_process_cpu_ms_per_cmd'], 2)} + "
+            f"{_fmt(r['storyboard_workers_cpu_ms_per_cmd'], 2)}) | {_fmt(r['rest_calls_per_cmd'], 2)} "
+            f"| {_fmt(r['peak_rss_mb'])} + {_fmt(r['storyboard_workers_peak_rss_mb'])} "
             f"| {r['replies']} / {r['n']} | {r['errors']} | {GOALS.get(r['n'], '')} |"
         )
     return "\n".join(lines)

@@ -182,6 +182,44 @@ def story_text(user_number: int, segments: int = 5) -> str:
     return f"{IDEA} #{user_number} segments={segments}"
 
 
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU of another process so far (Linux ``/proc``; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def storyboard_workers_cpu() -> dict[int, float]:
+    """CPU seconds so far of each storyboard worker process, by pid: part of the bot's cost."""
+    from bot.core.storyboard import storyboard_worker_pids
+
+    seconds = {pid: process_cpu_seconds(pid) for pid in storyboard_worker_pids()}
+    return {pid: value for pid, value in seconds.items() if value is not None}
+
+
+def storyboard_workers_cpu_since(before: dict[int, float]) -> float:
+    """CPU the storyboard workers spent since ``before`` (a worker started since counts whole)."""
+    return sum(value - before.get(pid, 0.0) for pid, value in storyboard_workers_cpu().items())
+
+
+def storyboard_workers_peak_rss_mb() -> float:
+    """Sum of the storyboard workers' peak RSS (``VmHWM``), 0 where /proc is missing."""
+    from bot.core.storyboard import storyboard_worker_pids
+
+    total = 0.0
+    for pid in storyboard_worker_pids():
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1]) / 1024
+    return total
+
+
 def peak_rss_mb() -> float:
     """Peak RSS of this process so far (ru_maxrss is KiB on Linux, bytes on macOS)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

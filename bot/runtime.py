@@ -27,6 +27,7 @@ from bot.core.jobs import JobCommands, chat_of, outcome_reply
 from bot.core.metrics import command_metrics, queue_position
 from bot.core.replies import Reply
 from bot.core.scheduling import trend_post
+from bot.core.storyboard import shutdown_storyboard_workers
 from bot.sandbox.fake_genai import FakeGenAI
 from bot.sandbox.fake_openrouter import FakeOpenRouter
 from connectors import genai_connector, openai_connector
@@ -295,6 +296,8 @@ async def start_runtime(settings: Settings) -> Runtime:
     install_upstream_observer()
     configure_trends_cache(settings.trends_cache_seconds)
     stack.callback(configure_trends_cache, 0)
+    # Started on the first storyboard; stopped here so that no worker process outlives the bot.
+    stack.callback(shutdown_storyboard_workers)
     runtime.ledger = ledger
     return runtime
 

@@ -8,7 +8,6 @@ file over it is replaced by a clear note instead of a failed upload.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import re
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ import discord
 
 from bot.core.rendering import story_document
 from bot.core.replies import Media, Reply, split_blocks
-from bot.core.storyboard import render_storyboard
+from bot.core.storyboard import draw_storyboard
 from services.story import Story, StorySets
 
 CONTENT_LIMIT = 2000
@@ -139,7 +138,7 @@ async def render_reply(
             embeds.append(embed)
             overflow = overflow or cut
         if isinstance(reply.result, Story):
-            board = await asyncio.to_thread(render_storyboard, reply.result)
+            board = await draw_storyboard(reply.result)
             files.append(OutgoingFile("storyboard.jpg", board))
             embeds[0].set_image(url="attachment://storyboard.jpg")
         if overflow and not has_document:

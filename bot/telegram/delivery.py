@@ -20,7 +20,7 @@ from telegram.error import BadRequest
 
 from bot.core.context import ChatRef
 from bot.core.replies import Media, Reply, split_blocks
-from bot.core.storyboard import render_storyboard
+from bot.core.storyboard import draw_storyboard
 from bot.runtime import ChatSender
 from services.story import Story
 
@@ -104,7 +104,7 @@ class ReplyDelivery:
                 )
             if self.storyboards and isinstance(reply.result, Story) and reply.result.segments:
                 # Drawn after the text is out (the creator reads while it draws), off the event loop.
-                storyboard = await asyncio.to_thread(render_storyboard, reply.result)
+                storyboard = await draw_storyboard(reply.result)
                 await self._send_media(
                     chat_id, Media("image", storyboard, "storyboard.jpg", "🗂️ Storyboard", "image/jpeg")
                 )
