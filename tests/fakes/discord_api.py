@@ -10,8 +10,6 @@ commands the bot synced so that ``slash()`` can build correctly typed options fr
 from __future__ import annotations
 
 import asyncio
-import email.parser
-import email.policy
 import itertools
 import json
 import time
@@ -22,6 +20,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from bot.sandbox.faults import FakeUpstream, Fault, RecordedRequest, json_response
+from tests.fakes.multipart import parse_form_data
 
 __all__ = ["DiscordCall", "FakeDiscord", "Fault", "UploadedFile"]
 
@@ -77,24 +76,16 @@ def _snowflake(counter: itertools.count[int], age_seconds: float = 0.0) -> str:
 
 
 def _parse_multipart(content_type: str, body: bytes) -> tuple[Any, list[UploadedFile]]:
-    """``payload_json`` and ``files[n]`` of a multipart/form-data body (stdlib parser, no re-read)."""
-    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        f"Content-Type: {content_type}\r\n\r\n".encode() + body
-    )
+    """``payload_json`` and ``files[n]`` of a multipart/form-data body."""
     payload: Any = None
     files: list[UploadedFile] = []
-    for part in message.iter_parts():
-        name = part.get_param("name", header="content-disposition")
-        data = part.get_payload(decode=True) or b""
-        if name == "payload_json":
-            payload = json.loads(data)
+    for part in parse_form_data(content_type, body):
+        if part.name == "payload_json":
+            payload = json.loads(part.data)
         else:
             files.append(
                 UploadedFile(
-                    name=str(name),
-                    filename=str(part.get_filename() or ""),
-                    data=data,
-                    content_type=part.get_content_type(),
+                    name=part.name, filename=part.filename or "", data=part.data, content_type=part.content_type
                 )
             )
     return payload, files

@@ -10,8 +10,6 @@ It speaks the wire: ``POST /bot{token}/{method}`` with form-urlencoded or multip
 from __future__ import annotations
 
 import asyncio
-import email.parser
-import email.policy
 import itertools
 import json
 import time
@@ -24,6 +22,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from bot.sandbox.faults import FakeUpstream, Fault, RecordedRequest, json_response
+from tests.fakes.multipart import parse_form_data
 
 BOT_ID = 7_000_000_001
 BOT_USERNAME = "reelwright_test_bot"
@@ -561,19 +560,13 @@ def _parse_body(content_type: str, body: bytes) -> tuple[dict[str, str], dict[st
     params: dict[str, str] = {}
     files: dict[str, Upload] = {}
     if content_type.startswith("multipart/"):
-        head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode()
-        parsed = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
-        for part in parsed.iter_parts():
-            name = part.get_param("name", header="content-disposition")
-            if not isinstance(name, str):
+        for part in parse_form_data(content_type, body):
+            if not part.name:
                 continue
-            payload = part.get_payload(decode=True)
-            data = payload if isinstance(payload, bytes) else b""
-            filename = part.get_filename()
-            if filename is not None:
-                files[name] = Upload(filename, data, part.get_content_type())
+            if part.filename is not None:
+                files[part.name] = Upload(part.filename, part.data, part.content_type)
             else:
-                params[name] = data.decode()
+                params[part.name] = part.data.decode()
     elif body:
         params = dict(parse_qsl(body.decode(), keep_blank_values=True))
     return params, files
