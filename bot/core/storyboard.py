@@ -204,6 +204,10 @@ def render_storyboard(story: Story) -> bytes:
 
 _workers: ProcessPoolExecutor | None = None
 _workers_lock = threading.Lock()
+_workers_drew = False  # whether the current pool has drawn a sheet yet
+_pools_broken_before_drawing = 0
+_threads_only = False
+MAX_POOLS_BROKEN_BEFORE_DRAWING = 3
 
 
 def storyboard_worker_count() -> int:
@@ -226,7 +230,7 @@ def _exit_with_parent() -> None:
 
 
 def _pool() -> ProcessPoolExecutor:
-    global _workers
+    global _workers, _workers_drew
     with _workers_lock:
         if _workers is None:
             # forkserver, not fork: this process runs threads and an event loop, which a fork copies
@@ -240,22 +244,41 @@ def _pool() -> ProcessPoolExecutor:
             _workers = ProcessPoolExecutor(
                 max_workers=storyboard_worker_count(), mp_context=context, initializer=_exit_with_parent
             )
+            _workers_drew = False
         return _workers
 
 
 def _discard(pool: ProcessPoolExecutor) -> None:
-    global _workers
+    """Forget a broken pool. Pools that break before drawing a single sheet mean workers cannot
+    start here (a main module without an ``if __name__ == "__main__"`` guard, say): after a few,
+    stop trying and draw in threads, rather than pay a failed start on every story."""
+    global _workers, _pools_broken_before_drawing, _threads_only
     with _workers_lock:
         if _workers is pool:
             _workers = None
+            _pools_broken_before_drawing = 0 if _workers_drew else _pools_broken_before_drawing + 1
+            if _pools_broken_before_drawing >= MAX_POOLS_BROKEN_BEFORE_DRAWING and not _threads_only:
+                _threads_only = True
+                log.error(
+                    "storyboard worker processes failed to start %d times; drawing in threads from now on",
+                    _pools_broken_before_drawing,
+                )
     pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _mark_drawn(pool: ProcessPoolExecutor) -> None:
+    global _workers_drew
+    with _workers_lock:
+        if _workers is pool:
+            _workers_drew = True
 
 
 def shutdown_storyboard_workers() -> None:
     """Stop the worker processes (at shutdown); the next storyboard starts new ones."""
-    global _workers
+    global _workers, _pools_broken_before_drawing, _threads_only
     with _workers_lock:
         workers, _workers = _workers, None
+        _pools_broken_before_drawing, _threads_only = 0, False
     if workers is not None:
         workers.shutdown(wait=True, cancel_futures=True)
 
@@ -275,9 +298,11 @@ async def draw_storyboard(story: Story) -> bytes:
     each time. With storyboards drawn in a thread, 200 concurrent Discord /story commands spent
     about 1 s of their 3.7 s in ``socket.send`` alone (cProfile). If the pool breaks (a worker was
     killed) or cannot start, this sheet is drawn in a thread instead, so the reply is not lost,
-    and the next one starts new workers.
+    and the next one starts new workers (see ``_discard`` for when it stops trying).
     """
     sheet = sheet_of(story)
+    if _threads_only:
+        return await asyncio.to_thread(draw_sheet, sheet)
     loop = asyncio.get_running_loop()
     try:
         pool = _pool()
@@ -285,8 +310,10 @@ async def draw_storyboard(story: Story) -> bytes:
         log.warning("could not start storyboard workers; drawing in a thread", exc_info=True)
         return await asyncio.to_thread(draw_sheet, sheet)
     try:
-        return await loop.run_in_executor(pool, draw_sheet, sheet)
+        board = await loop.run_in_executor(pool, draw_sheet, sheet)
     except BrokenProcessPool:
         log.warning("a storyboard worker died; drawing this one in a thread and starting new workers")
         _discard(pool)
         return await asyncio.to_thread(draw_sheet, sheet)
+    _mark_drawn(pool)
+    return board

@@ -102,6 +102,18 @@ async def test_a_killed_worker_loses_no_sheet_and_is_replaced(
     assert storyboard_worker_pids() and victim not in storyboard_worker_pids()
 
 
+async def test_workers_that_cannot_start_leave_drawing_to_threads(
+    fresh_workers: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Workers that die on start (here: their initializer exits) must not cost a failed start per story."""
+    monkeypatch.setattr(storyboard, "_exit_with_parent", sys.exit)
+    for count in range(1, storyboard.MAX_POOLS_BROKEN_BEFORE_DRAWING + 3):
+        assert await draw_storyboard(story(count)) == render_storyboard(story(count))
+    assert "failed to start 3 times; drawing in threads" in caplog.text
+    assert caplog.text.count("a storyboard worker died") == storyboard.MAX_POOLS_BROKEN_BEFORE_DRAWING
+    assert storyboard_worker_pids() == []
+
+
 async def test_workers_end_when_the_bot_is_killed() -> None:
     """A SIGKILLed bot (OOM, a hard deploy) must not leave its drawing processes behind."""
     script = textwrap.dedent(
