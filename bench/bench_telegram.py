@@ -50,15 +50,14 @@ from bench_story import (  # noqa: E402
     storyboard_workers_peak_rss_mb,
     write_results,
 )
+from bench_storyboard import sheet_cpu_ms  # noqa: E402
 
 from bot.core.dispatcher import ChatCore  # noqa: E402
-from bot.core.storyboard import render_storyboard  # noqa: E402
 from bot.logging_setup import configure_logging  # noqa: E402
 from bot.runtime import Runtime, start_runtime  # noqa: E402
 from bot.sandbox.faults import RecordedRequest, json_response  # noqa: E402
 from bot.telegram.app import TelegramOptions, TelegramService  # noqa: E402
 from connectors.settings import load_settings  # noqa: E402
-from services.story import Story, StorySegment  # noqa: E402
 from tests.fakes.telegram_api import RATE_LIMITED_METHODS, ApiCall, FakeTelegramAPI  # noqa: E402
 
 TOKEN = "424242:BENCH-telegram-token_0123456789"
@@ -282,28 +281,6 @@ class Bench:
         return result
 
 
-def storyboard_cpu_ms(samples: int = 20) -> float:
-    """CPU of drawing one 5-segment contact sheet (drawn in a worker process, off the event loop)."""
-    story = Story(
-        title="A shy lighthouse keeper befriends a storm",
-        idea=IDEA,
-        segments=[
-            StorySegment(
-                number=i,
-                narration="The keeper climbs the spiral stairs while the storm hums a lullaby outside.",
-                visual_prompt="wide shot, lighthouse at night, rain, warm lantern light",
-                duration_seconds=8,
-            )
-            for i in range(1, 6)
-        ],
-    )
-    render_storyboard(story)
-    before = time.process_time()
-    for _ in range(samples):
-        render_storyboard(story)
-    return (time.process_time() - before) * 1000 / samples
-
-
 async def run(args: argparse.Namespace, ai: dict[str, str], fake_origin: str) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     scenarios = [args.scenario] if args.scenario != "all" else ["concurrent", "storyboard", "flood"]
@@ -318,7 +295,7 @@ async def run(args: argparse.Namespace, ai: dict[str, str], fake_origin: str) ->
         elif scenario == "storyboard":
             await bench.start(rate=1_000_000, storyboards=True, concurrency=max(sizes))
             result = await bench.measure(50, "story", scenario, grace=5.0)
-            result["storyboard_cpu_ms_each"] = storyboard_cpu_ms()
+            result["storyboard_cpu_ms_each"] = sheet_cpu_ms()
             results.append(result)
             print(json.dumps(result), file=sys.stderr, flush=True)
         else:
