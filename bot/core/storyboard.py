@@ -317,3 +317,15 @@ async def draw_storyboard(story: Story) -> bytes:
         return await asyncio.to_thread(draw_sheet, sheet)
     _mark_drawn(pool)
     return board
+
+
+async def storyboard_or_none(story: Story) -> bytes | None:
+    """The sheet, or None (logged) when it cannot be drawn: a storyboard decorates a story, and
+    must never cost the creator the story itself. Both adapters call this, not ``draw_storyboard``."""
+    if not story.segments:
+        return None
+    try:
+        return await draw_storyboard(story)
+    except Exception:
+        log.exception("could not draw the storyboard of %r; sending the story without it", story.title[:80])
+        return None

@@ -16,7 +16,7 @@ import discord
 
 from bot.core.rendering import story_document
 from bot.core.replies import Media, Reply, split_blocks
-from bot.core.storyboard import draw_storyboard
+from bot.core.storyboard import storyboard_or_none
 from services.story import Story, StorySets
 
 CONTENT_LIMIT = 2000
@@ -137,8 +137,8 @@ async def render_reply(
             embed, cut = story_embed(story, heading)
             embeds.append(embed)
             overflow = overflow or cut
-        if isinstance(reply.result, Story):
-            board = await draw_storyboard(reply.result)
+        board = await storyboard_or_none(reply.result) if isinstance(reply.result, Story) else None
+        if board is not None:
             files.append(OutgoingFile("storyboard.jpg", board))
             embeds[0].set_image(url="attachment://storyboard.jpg")
         if overflow and not has_document:

@@ -20,7 +20,7 @@ from telegram.error import BadRequest
 
 from bot.core.context import ChatRef
 from bot.core.replies import Media, Reply, split_blocks
-from bot.core.storyboard import draw_storyboard
+from bot.core.storyboard import storyboard_or_none
 from bot.runtime import ChatSender
 from services.story import Story
 
@@ -102,9 +102,11 @@ class ReplyDelivery:
                 await self._send_media(
                     chat_id, Media("document", reply.text.encode(), "reelwright.txt", "The whole answer", "text/plain")
                 )
-            if self.storyboards and isinstance(reply.result, Story) and reply.result.segments:
-                # Drawn after the text is out (the creator reads while it draws), off the event loop.
-                storyboard = await draw_storyboard(reply.result)
+            # Drawn after the text is out (the creator reads while it draws), off the event loop.
+            storyboard = (
+                await storyboard_or_none(reply.result) if self.storyboards and isinstance(reply.result, Story) else None
+            )
+            if storyboard is not None:
                 await self._send_media(
                     chat_id, Media("image", storyboard, "storyboard.jpg", "🗂️ Storyboard", "image/jpeg")
                 )

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from bot.core import storyboard
 from bot.core.commands import OptionKind
 from bot.discord.messages import EMBED_FIELDS_LIMIT, EMBED_TOTAL_LIMIT, FIELD_VALUE_LIMIT
 from tests.bot.helpers import png_bytes
@@ -58,6 +59,21 @@ async def test_story_is_deferred_then_progress_then_one_embed_answer_with_storyb
     labels = [b["label"] for row in final.payload["components"] for b in row["components"]]
     assert labels == ["Video of segment 1", "Video of segment 2", "Video of segment 3", "Thumbnail", "Regenerate"]
     assert_pings_nobody(bot.fake)
+
+
+async def test_a_storyboard_that_cannot_be_drawn_costs_nothing_but_the_image(
+    bot: DiscordBot, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(story: object) -> bytes:
+        raise RuntimeError("Pillow fell over")
+
+    monkeypatch.setattr(storyboard, "draw_storyboard", broken)
+    d = await bot.fake.slash("story", {"idea": "a dragon learns to fly", "segments": 3})
+    final = await bot.final(d)
+    embed = final.payload["embeds"][0]
+    assert embed["title"].startswith("Sandbox title") and len(embed["fields"]) == 3
+    assert "image" not in embed and final.files == []
+    assert "could not draw the storyboard" in caplog.text
 
 
 async def test_deferral_reaches_discord_before_the_ai_is_called(bot: DiscordBot) -> None:

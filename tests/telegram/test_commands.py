@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from bot.core import storyboard
 from bot.core.catalog import build_commands
 from bot.core.context import ChatRef
 from bot.core.replies import Reply
@@ -73,6 +74,20 @@ async def test_story_with_options_reply_and_storyboard(tg: TelegramBot) -> None:
     assert "a dragon learns to fly" in prompt
     actions = tg.api.calls_of("sendChatAction", CHAT)
     assert actions and actions[0].params["action"] == "typing"
+
+
+async def test_a_storyboard_that_cannot_be_drawn_costs_nothing_but_the_photo(
+    tg: TelegramBot, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def broken(story: object) -> bytes:
+        raise RuntimeError("Pillow fell over")
+
+    monkeypatch.setattr(storyboard, "draw_storyboard", broken)
+    calls = await tg.run(CHAT, "/story a dragon learns to fly segments=3")
+    assert_one_answer(calls, "✍️ Writing your story…")
+    assert "3 segments" in final_text(calls)
+    assert not [c for c in calls if c.method == "sendPhoto"]
+    assert "could not draw the storyboard" in caplog.text
 
 
 async def test_longstory_also_sends_the_json_document(tg: TelegramBot) -> None:
