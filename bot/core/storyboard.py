@@ -144,6 +144,20 @@ def _text(
         x += advance
 
 
+def _width(text: str, size: int) -> float:
+    return sum(advance for _, _, advance in _glyphs(size, text))
+
+
+def _fit(text: str, size: int, max_width: float) -> str:
+    """``text`` cut with an ellipsis to ``max_width`` pixels, so a long title never runs into the
+    summary or off a narrow (one- or two-cell) sheet."""
+    if _width(text, size) <= max_width:
+        return text
+    while text and _width(text + "…", size) > max_width:
+        text = text[:-1]
+    return text.rstrip() + "…"
+
+
 def _cell_background(colour_index: int) -> Image.Image:
     """A cell's frame and number badge, drawn once per process and colour, then pasted."""
     cache: dict[int, Image.Image] = _local.__dict__.setdefault("cells", {})
@@ -170,10 +184,11 @@ def draw_sheet(sheet: Sheet) -> bytes:
     height = HEADER + rows * (CELL_HEIGHT + MARGIN) + MARGIN
     image = Image.new("RGB", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(image)
-    title = textwrap.shorten(sheet.title, width=70, placeholder="…")
-    _text(draw, (MARGIN, 16), title, 30, (20, 20, 20))
-    summary = f"{sheet.segment_count} segments · {sheet.total_seconds} s"
+    plural = "" if sheet.segment_count == 1 else "s"
+    summary = f"{sheet.segment_count} segment{plural} · {sheet.total_seconds} s"
     _text(draw, (width - MARGIN, 24), summary, 17, (90, 90, 90), anchor="ra")
+    title = textwrap.shorten(sheet.title, width=70, placeholder="…")
+    _text(draw, (MARGIN, 16), _fit(title, 30, width - 3 * MARGIN - _width(summary, 17)), 30, (20, 20, 20))
     for index, cell in enumerate(sheet.cells):
         column, row = index % columns, index // columns
         left = MARGIN + column * (CELL_WIDTH + MARGIN)

@@ -72,6 +72,17 @@ def test_cells_are_spread_evenly_over_the_rows() -> None:
     assert five.width < four.width
 
 
+def test_a_long_title_is_cut_to_the_room_a_narrow_sheet_has() -> None:
+    """Regression: on a one-cell sheet a long title ran under the summary and off the image."""
+    title = "A very long title about a dragon who learns to fly over the misty mountains"
+    fitted = storyboard._fit(title, 30, 200)
+    assert fitted.endswith("…") and title.startswith(fitted[:-1].rstrip())
+    assert storyboard._width(fitted, 30) <= 200
+    assert storyboard._fit("Short", 30, 200) == "Short"
+    sheet = Image.open(io.BytesIO(render_storyboard(story(1))))
+    assert sheet.width == 16 + storyboard.CELL_WIDTH + 16
+
+
 def test_a_sixty_plus_story_is_capped() -> None:
     capped = Image.open(io.BytesIO(render_storyboard(story(70))))
     full = Image.open(io.BytesIO(render_storyboard(story(60))))
