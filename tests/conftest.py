@@ -219,3 +219,14 @@ async def database(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterat
     await reset_schema()
     yield url
     await close_database()
+
+
+@pytest.fixture
+def storyboards_fail(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every storyboard drawing raises, as a Pillow failure would (no wire: our own function)."""
+    from bot.core import storyboard
+
+    async def broken(story: object) -> bytes:
+        raise RuntimeError("Pillow fell over")
+
+    monkeypatch.setattr(storyboard, "draw_storyboard", broken)

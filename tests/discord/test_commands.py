@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from bot.core import storyboard
 from bot.core.commands import OptionKind
 from bot.discord.messages import EMBED_FIELDS_LIMIT, EMBED_TOTAL_LIMIT, FIELD_VALUE_LIMIT
 from tests.bot.helpers import png_bytes
@@ -62,12 +61,8 @@ async def test_story_is_deferred_then_progress_then_one_embed_answer_with_storyb
 
 
 async def test_a_storyboard_that_cannot_be_drawn_costs_nothing_but_the_image(
-    bot: DiscordBot, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    bot: DiscordBot, storyboards_fail: None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async def broken(story: object) -> bytes:
-        raise RuntimeError("Pillow fell over")
-
-    monkeypatch.setattr(storyboard, "draw_storyboard", broken)
     d = await bot.fake.slash("story", {"idea": "a dragon learns to fly", "segments": 3})
     final = await bot.final(d)
     embed = final.payload["embeds"][0]

@@ -7,7 +7,6 @@ import json
 
 import pytest
 
-from bot.core import storyboard
 from bot.core.catalog import build_commands
 from bot.core.context import ChatRef
 from bot.core.replies import Reply
@@ -77,12 +76,8 @@ async def test_story_with_options_reply_and_storyboard(tg: TelegramBot) -> None:
 
 
 async def test_a_storyboard_that_cannot_be_drawn_costs_nothing_but_the_photo(
-    tg: TelegramBot, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tg: TelegramBot, storyboards_fail: None, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async def broken(story: object) -> bytes:
-        raise RuntimeError("Pillow fell over")
-
-    monkeypatch.setattr(storyboard, "draw_storyboard", broken)
     calls = await tg.run(CHAT, "/story a dragon learns to fly segments=3")
     assert_one_answer(calls, "✍️ Writing your story…")
     assert "3 segments" in final_text(calls)
