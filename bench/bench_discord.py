@@ -51,6 +51,7 @@ from bench_story import (  # noqa: E402
     process_cpu_seconds,
     raise_fd_limit,
     start_sandbox,
+    stop_process,
     storyboard_workers_cpu,
     storyboard_workers_cpu_since,
     storyboard_workers_peak_rss_mb,
@@ -207,12 +208,7 @@ class FakeDiscordProcess:
     token: str
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
 
 
 def start_fake_discord() -> FakeDiscordProcess:

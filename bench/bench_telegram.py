@@ -28,9 +28,7 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -45,6 +43,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench_story import (  # noqa: E402
+    peak_rss_mb,
+    percentile,
+    raise_fd_limit,
+    stop_process,
     storyboard_workers_cpu,
     storyboard_workers_cpu_since,
     storyboard_workers_peak_rss_mb,
@@ -152,42 +154,6 @@ def start_child(args: list[str]) -> tuple[subprocess.Popen[str], dict[str, str]]
     return process, json.loads(line)
 
 
-def stop_child(process: subprocess.Popen[str]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
-def raise_fd_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
-    if soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-
-
-# -- the bot side -------------------------------------------------------------------------------------
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def peak_rss_mb() -> float:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(fraction * len(ordered)) - 1))]
-
-
 class Bench:
     def __init__(self, args: argparse.Namespace, ai: dict[str, str], fake_origin: str) -> None:
         self.args = args
@@ -250,9 +216,9 @@ class Bench:
 
     async def measure(self, n: int, command: str, scenario: str, **push: Any) -> dict[str, Any]:
         await self.push(5, command, grace=push.get("grace", 0.0))  # warm the pools and caches up
-        cpu_before, workers_before = cpu_seconds(), storyboard_workers_cpu()
+        cpu_before, workers_before = time.process_time(), storyboard_workers_cpu()
         run = await self.push(n, command, **push)
-        cpu = cpu_seconds() - cpu_before
+        cpu = time.process_time() - cpu_before
         workers_cpu = storyboard_workers_cpu_since(workers_before)
         latency = self.args.latency
         times = list(run["replies"].values())
@@ -382,8 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         results, loop_name = run_loop(run(args, ai, fake_urls["origin"]), not args.no_uvloop)
     finally:
-        stop_child(fake)
-        stop_child(sandbox)
+        stop_process(fake)
+        stop_process(sandbox)
     print(
         f"\nL = {args.latency} s, loop = {loop_name}, transport = {args.transport}, {os.cpu_count()} CPUs, "
         f"{'core WITHOUT middlewares, ' if args.bare_core else ''}"
