@@ -191,12 +191,9 @@ class FakeGenAI(FakeUpstream):
                 "Method doesn't allow unregistered callers (callers without established identity). "
                 "Please use API Key or other form of API consumer identity to call this API.",
             )
-        fault = self.take_fault(route)
-        if fault is not None and fault.is_transport:
-            answer = await self.apply_transport_fault(request, fault)
-            if answer is not None:
-                return answer
-            fault = None
+        answer, fault = await self.take_route_fault(request, route)
+        if answer is not None:
+            return answer
         body = recorded.json if isinstance(recorded.json, dict) else {}
 
         if route == "download":

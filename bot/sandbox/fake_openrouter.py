@@ -326,12 +326,9 @@ class FakeOpenRouter(FakeUpstream):
         if not isinstance(body.get("messages"), list) or not body["messages"]:
             return json_response(self.error_body(400, "messages: Input required"), 400)
 
-        fault = self.take_fault(route)
-        if fault is not None and fault.is_transport:
-            answer = await self.apply_transport_fault(request, fault)
-            if answer is not None:
-                return answer
-            fault = None
+        answer, fault = await self.take_route_fault(request, route)
+        if answer is not None:
+            return answer
 
         content: str | None
         refusal: str | None = None

@@ -240,6 +240,17 @@ class FakeUpstream:
                 return fault
         return None
 
+    async def take_route_fault(
+        self, request: web.Request, route: str | None
+    ) -> tuple[web.StreamResponse | None, Fault | None]:
+        """The next fault for ``route``. A transport fault is carried out here and its answer comes
+        back first (None after a timeout's delay: the normal answer follows); any other fault comes
+        back second, for the route to shape its own answer with."""
+        fault = self.take_fault(route)
+        if fault is None or not fault.is_transport:
+            return None, fault
+        return await self.apply_transport_fault(request, fault), None
+
     async def apply_transport_fault(self, request: web.Request, fault: Fault) -> web.StreamResponse | None:
         """Answer a transport fault; None means "carry on with the normal answer"."""
         if fault.kind == "timeout":
