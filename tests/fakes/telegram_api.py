@@ -419,11 +419,7 @@ class FakeTelegramAPI(FakeUpstream):
             )
         message["text"] = text
         message["edit_date"] = int(time.time())
-        markup = call.json_param("reply_markup")
-        if markup:
-            message["reply_markup"] = markup
-        else:
-            message.pop("reply_markup", None)
+        _set_markup(message, call)
         return message
 
     async def _api_editMessageReplyMarkup(self, call: ApiCall) -> Any:
@@ -431,11 +427,7 @@ class FakeTelegramAPI(FakeUpstream):
         message = self._messages.get((chat_id, int(call.params.get("message_id", "0"))))
         if message is None:
             raise _ApiError(400, "Bad Request: message to edit not found")
-        markup = call.json_param("reply_markup")
-        if markup:
-            message["reply_markup"] = markup
-        else:
-            message.pop("reply_markup", None)
+        _set_markup(message, call)
         return message
 
     async def _api_answerCallbackQuery(self, call: ApiCall) -> Any:
@@ -546,6 +538,15 @@ def _check_text(text: str, limit: int, what: str, *, allow_empty: bool = False) 
     # Telegram counts UTF-16 code units after entity parsing; plain text makes that the string.
     if len(text.encode("utf-16-le")) // 2 > limit:
         raise _ApiError(400, f"Bad Request: {what} is too long")
+
+
+def _set_markup(message: dict[str, Any], call: ApiCall) -> None:
+    """An edit replaces the inline keyboard; one without ``reply_markup`` removes it."""
+    markup = call.json_param("reply_markup")
+    if markup:
+        message["reply_markup"] = markup
+    else:
+        message.pop("reply_markup", None)
 
 
 def _check_parse_mode(call: ApiCall) -> None:
