@@ -34,8 +34,10 @@ from connectors import genai_connector, openai_connector
 from connectors.database import close_database, configure_database
 from connectors.genai_connector import GenAIConfig
 from connectors.openai_connector import OpenRouterConfig
+from connectors.redis_client import close_redis, configure_redis
 from connectors.resilience import GuardConfig as UpstreamGuardConfig
 from connectors.settings import Settings
+from services.budgets import BudgetBook, BudgetLimits, LocalBudgets, RedisBudgets
 from services.characters import DatabaseCharacterBook
 from services.config import ServiceConfig, configure_services, service_config
 from services.jobs import JobOutcome, JobService
@@ -247,10 +249,25 @@ async def start_runtime(settings: Settings) -> Runtime:
     prices = PriceTable(settings.price_table)
     ledger = UsageLedger(prices)
     stack.push_async_callback(ledger.flush)
+    configure_redis(settings.redis_url)
+    stack.push_async_callback(close_redis)
+    limits = BudgetLimits(
+        user_daily=Decimal(str(settings.budget_user_daily_usd)),
+        user_monthly=Decimal(str(settings.budget_user_monthly_usd)),
+        chat_daily=Decimal(str(settings.budget_chat_daily_usd)),
+        chat_monthly=Decimal(str(settings.budget_chat_monthly_usd)),
+    )
+    budgets: BudgetBook = (
+        RedisBudgets(ledger, limits, prefix=settings.redis_key_prefix)
+        if settings.redis_url
+        else LocalBudgets(ledger, limits)
+    )
+    media_billed = "media" not in sandbox
     jobs = JobService(
         settings.media_dir,
         lease_seconds=settings.job_lease_seconds,
-        ledger=ledger,
+        ledger=ledger if media_billed else None,
+        budgets=budgets if media_billed else None,
         video_model=settings.video_model,
     )
     runtime = Runtime(settings=settings, core=ChatCore(CommandSet()), sandbox_upstreams=frozenset(sandbox), stack=stack)
@@ -273,15 +290,15 @@ async def start_runtime(settings: Settings) -> Runtime:
             allowed_guilds=id_set(settings.allowed_guilds),
             allowed_roles=id_set(settings.allowed_roles),
             rate_limit=settings.rate_limit,
-            budget_user_daily=Decimal(str(settings.budget_user_daily_usd)),
-            budget_user_monthly=Decimal(str(settings.budget_user_monthly_usd)),
-            budget_chat_daily=Decimal(str(settings.budget_chat_daily_usd)),
-            budget_chat_monthly=Decimal(str(settings.budget_chat_monthly_usd)),
             confirm_above=Decimal(str(settings.confirm_above_usd)),
+            shared_rate_limit_url=settings.redis_url,
+            shared_key_prefix=settings.redis_key_prefix,
         ),
         ledger,
+        budgets,
         prices,
         service_config(),
+        unbilled_upstreams=frozenset(sandbox),
     )
     admins = id_set(settings.admin_users)
     core_ref: list[ChatCore] = []

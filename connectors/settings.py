@@ -78,6 +78,8 @@ class Settings(BaseSettings):
     database_url: str = "sqlite+aiosqlite:///reelwright.sqlite3"
     redis_url: str | None = None
     job_queue_name: str = "reelwright:jobs"
+    # Budget counters and rate-limit windows in Redis are named under this prefix.
+    redis_key_prefix: str = "reelwright"
     media_dir: Path = Path("media")
     media_retention_days: float = Field(default=7.0, gt=0)
     job_lease_seconds: float = Field(default=90.0, ge=2)

@@ -11,10 +11,11 @@ polling) keeps two processes from working on one job at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +26,7 @@ from sqlalchemy import or_, select, update
 
 from connectors.database import sessions
 from connectors.errors import ReelwrightError, UserInputError
+from services.budgets import BudgetBook, Reservation
 from services.character import CharacterProfile
 from services.ledger import UsageLedger
 from services.store.models import UNFINISHED_STATES, JobRecord, JobState, utcnow
@@ -82,6 +84,7 @@ class JobView(BaseModel):
 
 class VideoPayload(BaseModel):
     chat_key: str | None = None
+    reservation: Reservation | None = None
     prompt: str
     duration_seconds: int
     aspect_ratio: str
@@ -92,6 +95,7 @@ class VideoPayload(BaseModel):
 
 class ThumbnailPayload(BaseModel):
     chat_key: str | None = None
+    reservation: Reservation | None = None
     title: str
     story_summary: str | None = None
     aspect_ratio: str = "16:9"
@@ -116,11 +120,13 @@ class JobService:
         owner: str | None = None,
         lease_seconds: float = LEASE_SECONDS,
         ledger: UsageLedger | None = None,
+        budgets: BudgetBook | None = None,
         video_model: str = "veo",
         image_model: str = "image",
     ) -> None:
         self.media_dir = media_dir
         self.ledger = ledger
+        self.budgets = budgets
         self.video_model = video_model
         self.image_model = image_model
         self.owner = owner or uuid.uuid4().hex
@@ -128,8 +134,19 @@ class JobService:
 
     # -- creating -----------------------------------------------------------------------------------
 
-    async def create_video_job(self, address: JobAddress, request: VideoRequest) -> str:
-        """Validate (no paid call for bad input), keep the input image on disk, write the row."""
+    async def create_video_job(
+        self, address: JobAddress, request: VideoRequest, reservation: Reservation | None = None
+    ) -> str:
+        """Validate (no paid call for bad input), keep the input image on disk, write the row.
+
+        ``reservation`` is the budget held for this job: from now on the job settles or releases it.
+        """
+        async with self._releasing_on_error(reservation):
+            return await self._create_video_job(address, request, reservation)
+
+    async def _create_video_job(
+        self, address: JobAddress, request: VideoRequest, reservation: Reservation | None
+    ) -> str:
         request = validate_video_request(request)
         job_id = uuid.uuid4().hex
         image_path = None
@@ -139,6 +156,7 @@ class JobService:
             image_path = str(path)
         payload = VideoPayload(
             chat_key=address.chat_key,
+            reservation=reservation,
             prompt=request.prompt,
             duration_seconds=request.duration_seconds,
             aspect_ratio=request.aspect_ratio,
@@ -149,19 +167,33 @@ class JobService:
         await self._insert(job_id, "video", address, payload)
         return job_id
 
-    async def create_thumbnail_job(self, address: JobAddress, request: ThumbnailRequest) -> str:
-        if not request.title.strip():
-            raise UserInputError("Please give the thumbnail a title.")
-        job_id = uuid.uuid4().hex
-        payload = ThumbnailPayload(
-            chat_key=address.chat_key,
-            title=request.title,
-            story_summary=request.story_summary,
-            aspect_ratio=request.aspect_ratio,
-            character=request.character,
-        )
-        await self._insert(job_id, "thumbnail", address, payload)
-        return job_id
+    async def create_thumbnail_job(
+        self, address: JobAddress, request: ThumbnailRequest, reservation: Reservation | None = None
+    ) -> str:
+        async with self._releasing_on_error(reservation):
+            if not request.title.strip():
+                raise UserInputError("Please give the thumbnail a title.")
+            job_id = uuid.uuid4().hex
+            payload = ThumbnailPayload(
+                chat_key=address.chat_key,
+                reservation=reservation,
+                title=request.title,
+                story_summary=request.story_summary,
+                aspect_ratio=request.aspect_ratio,
+                character=request.character,
+            )
+            await self._insert(job_id, "thumbnail", address, payload)
+            return job_id
+
+    @contextlib.asynccontextmanager
+    async def _releasing_on_error(self, reservation: Reservation | None) -> AsyncIterator[None]:
+        """A job that could not be created spends nothing: give its budget back."""
+        try:
+            yield
+        except BaseException:
+            if reservation is not None and self.budgets is not None:
+                await self.budgets.release(reservation)
+            raise
 
     async def _insert(self, job_id: str, kind: str, address: JobAddress, payload: BaseModel) -> None:
         async with sessions().begin() as session:
@@ -223,19 +255,31 @@ class JobService:
         try:
             if job.state in (JobState.SUCCEEDED, JobState.FAILED):
                 return self._outcome(job, address)
+            reservation = _reservation_of(job)
+            if reservation is not None and self.budgets is not None:
+                await self.budgets.hold(reservation)  # a restarted process no longer holds it in memory
             if job.state == JobState.SUBMITTING:
                 await self._fail(job_id, INTERRUPTED_SUBMISSION)
             else:
                 await self._work(job, progress)
             finished = await self._load(job_id)
-            return self._outcome(finished, address) if finished is not None else None
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("job %s crashed", job_id)
             await self._fail(job_id, "Something went wrong with this job on our side. Please try again.")
             finished = await self._load(job_id)
-            return self._outcome(finished, address) if finished is not None else None
+        if finished is None:
+            return None
+        if finished.state == JobState.FAILED:
+            await self._release_budget(finished)
+        return self._outcome(finished, address)
+
+    async def _release_budget(self, job: JobRecord) -> None:
+        """A job that failed spent nothing that was accounted: its held estimate goes back."""
+        reservation = _reservation_of(job)
+        if reservation is not None and self.budgets is not None:
+            await self.budgets.release(reservation)
 
     async def _work(self, job: JobRecord, progress: JobProgress | None) -> None:
         try:
@@ -285,7 +329,7 @@ class JobService:
         result = await generate_video_from_payload(
             request, on_operation=on_operation, on_progress=on_progress, resume_operation=resume
         )
-        cost = self._account(job, payload.chat_key, "video", self.video_model, result.usage)
+        cost = await self._account(job, payload, "video", self.video_model, result.usage)
         await self._store_result(job.id, "mp4", result.video, result.mime_type, cost)
 
     async def _run_thumbnail(self, job: JobRecord, payload: ThumbnailPayload) -> None:
@@ -299,7 +343,7 @@ class JobService:
             )
         )
         extension = "jpg" if "jpeg" in thumbnail.mime_type else "png"
-        cost = self._account(job, payload.chat_key, "thumbnail", thumbnail.model, thumbnail.usage)
+        cost = await self._account(job, payload, "thumbnail", thumbnail.model, thumbnail.usage)
         await self._store_result(job.id, extension, thumbnail.image, thumbnail.mime_type, cost)
 
     async def _store_result(self, job_id: str, extension: str, data: bytes, mime: str, cost: str | None) -> None:
@@ -315,17 +359,22 @@ class JobService:
             cost_usd=cost,
         )
 
-    def _account(self, job: JobRecord, chat_key: str | None, command: str, model: str, usage: Usage) -> str | None:
-        """Record the paid usage against the job's user and chat (works for resumed jobs too)."""
+    async def _account(
+        self, job: JobRecord, payload: VideoPayload | ThumbnailPayload, command: str, model: str, usage: Usage
+    ) -> str | None:
+        """Record the paid usage against the job's user and chat (works for resumed jobs too), and
+        settle the budget held for it to that real cost."""
         if self.ledger is None:
             return None
         cost = self.ledger.record(
             user_key=job.user_key,
-            chat_key=chat_key or f"{job.platform}:{job.chat_id}",
+            chat_key=payload.chat_key or f"{job.platform}:{job.chat_id}",
             command=command,
             model=model,
             usage=usage,
         )
+        if payload.reservation is not None and self.budgets is not None:
+            await self.budgets.settle(payload.reservation, cost)
         return f"{cost:.2f}"
 
     async def _fail(self, job_id: str, message: str) -> None:
@@ -428,6 +477,7 @@ class JobService:
             )
         if getattr(result, "rowcount", 0) != 1:
             raise UserInputError(f"Job {job.id[:8]} is {job.state}; only a queued job can be cancelled.")
+        await self._release_budget(job)
         return job
 
     async def result_for_resend(self, user_key: str, job_ref: str) -> JobOutcome:
@@ -459,6 +509,14 @@ class JobService:
             image = self.media_dir / "inputs" / f"{job_id}.img"
             await asyncio.to_thread(_remove_file, image)
         return removed
+
+
+def _reservation_of(job: JobRecord) -> Reservation | None:
+    try:
+        stored = json.loads(job.payload).get("reservation")
+        return Reservation.model_validate(stored) if stored else None
+    except (ValueError, AttributeError, ValidationError):
+        return None
 
 
 def _caption(job: JobRecord) -> str:

@@ -99,11 +99,33 @@ class UsageLedger:
         """Today's and this month's spend: from memory, refreshed from the database periodically
         (one grouped query for everyone), so a budget check costs no query per command."""
         now = now or utcnow()
+        await self.ensure_fresh(now)
+        return self.current(kind, key)
+
+    async def ensure_fresh(self, now: datetime) -> None:
+        """Reload the totals when the period changed or the last refresh is too old."""
         period = (day_start(now), month_start(now))
         if self._period != period or time.monotonic() - self._refreshed_at > self.refresh_every:
             await self.refresh(now)
+
+    def current(self, kind: str, key: str) -> Spend:
+        """The in-memory totals as they are now, with no await: callers that check and then act
+        on them (budget reservations) stay atomic within the event loop."""
         today, month = self._totals.get((kind, key), (Decimal("0"), Decimal("0")))
         return Spend(today=today, this_month=month)
+
+    async def total_since(self, kind: str, key: str, since: datetime) -> Decimal:
+        """What one user or chat spent since ``since``, straight from the database (after flushing
+        this process's pending rows): the seed of a shared budget counter."""
+        column = UsageRecord.user_key if kind == "user" else UsageRecord.chat_key
+        await self.flush()
+        async with sessions()() as session:
+            total = await session.scalar(
+                select(func.sum(cast(UsageRecord.cost_usd, Float))).where(
+                    column == key, UsageRecord.created_at >= since
+                )
+            )
+        return _decimal(total)
 
     async def refresh(self, now: datetime | None = None) -> None:
         """Reload this month's totals per user and chat (what other processes spent included)."""

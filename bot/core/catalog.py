@@ -6,7 +6,11 @@ sandbox label are the chat core's job.
 
 from __future__ import annotations
 
-from bot.core.commands import Command, CommandSet, Option, OptionKind
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from bot.core.commands import Command, CommandSet, CostEstimate, Option, OptionKind
 from bot.core.context import CommandContext
 from bot.core.jobs import JobCommands, address_of
 from bot.core.rendering import (
@@ -24,6 +28,7 @@ from bot.core.scheduling import schedule_command
 from connectors.errors import UserInputError
 from services.character import CharacterProfile, analyze_character_from_image
 from services.characters import CharacterBook, InMemoryCharacterBook
+from services.config import ServiceConfig
 from services.free_content import KIND_GUIDES, generate_free_content
 from services.meme import MAX_MEMES, generate_meme_segments
 from services.memory import UserMemory
@@ -39,9 +44,45 @@ from services.story import (
 )
 from services.thumbnail import ThumbnailRequest, generate_thumbnail_image
 from services.trends import MAX_IDEAS, generate_trending_ideas
+from services.usage import Usage
 from services.video import VideoProgress, VideoRequest, generate_video_from_payload, validate_video_request
 
 LONG_STORY_DOCUMENT_AFTER = 12
+PROMPT_TOKENS_PER_CALL = 600
+VISION_IMAGE_TOKENS = 1500
+Args = Mapping[str, Any]
+
+
+def text_estimate(
+    model: Callable[[ServiceConfig], str],
+    output_tokens: Callable[[Args], int],
+    *,
+    calls: Callable[[Args], int] = lambda args: 1,
+    image_tokens: int = 0,
+) -> CostEstimate:
+    """A generous text-model estimate: each call's prompt (instructions plus the user's text, a
+    token per three characters) and the output the arguments ask for."""
+
+    def estimate(args: Args, config: ServiceConfig) -> Sequence[tuple[str, Usage]]:
+        text = " ".join(str(value) for value in args.values() if isinstance(value, str))
+        count = calls(args)
+        usage = Usage(
+            model_calls=count,
+            prompt_tokens=(PROMPT_TOKENS_PER_CALL + len(text) // 3) * count + image_tokens,
+            completion_tokens=output_tokens(args),
+        )
+        return [(model(config), usage)]
+
+    return estimate
+
+
+def video_estimate(args: Args, config: ServiceConfig) -> Sequence[tuple[str, Usage]]:
+    """The clip's seconds; without duration= the longest clip a story segment can ask for."""
+    return [(config.video_model, Usage(model_calls=1, video_seconds=int(args.get("duration") or 8)))]
+
+
+def thumbnail_estimate(args: Args, config: ServiceConfig) -> Sequence[tuple[str, Usage]]:
+    return [(config.thumbnail_model, Usage(model_calls=1, images=1))]
 
 
 def _character_option(what: str) -> Option:
@@ -161,7 +202,7 @@ class ReelwrightCommands:
         validate_video_request(request)
         await ctx.before_paid_call()
         if self.jobs is not None:
-            job_id = await self.jobs.jobs.create_video_job(address_of(ctx), request)
+            job_id = await self.jobs.jobs.create_video_job(address_of(ctx), request, ctx.take_reservation())
             await ctx.progress(f"🎬 Video job {job_id[:8]} created; sending it to the studio…", force=True)
             return await self.jobs.run(job_id, ctx)
         await ctx.progress("🎬 Sending your video to the studio…", force=True)
@@ -191,7 +232,7 @@ class ReelwrightCommands:
         )
         await ctx.before_paid_call()
         if self.jobs is not None:
-            job_id = await self.jobs.jobs.create_thumbnail_job(address_of(ctx), request)
+            job_id = await self.jobs.jobs.create_thumbnail_job(address_of(ctx), request, ctx.take_reservation())
             await ctx.progress("🖼️ Drawing your thumbnail…", force=True)
             return await self.jobs.run(job_id, ctx)
         await ctx.progress("🖼️ Drawing your thumbnail…", force=True)
@@ -231,6 +272,7 @@ def build_commands(
             (idea, segments, _style_option(), _character_option("the hero consistent")),
             handlers.story,
             example="/story a dragon learns to fly segments=6",
+            estimate=text_estimate(lambda c: c.story_model, lambda a: 120 * a["segments"] + 200),
         )
     )
     commands.add(
@@ -253,6 +295,11 @@ def build_commands(
             ),
             handlers.longstory,
             example="/longstory a heist on the moon segments=40",
+            estimate=text_estimate(
+                lambda c: c.story_model,
+                lambda a: 120 * a["segments"] + 800,
+                calls=lambda a: 1 + math.ceil(a["segments"] / 8),
+            ),
             long_running=True,
         )
     )
@@ -277,6 +324,11 @@ def build_commands(
             ),
             handlers.storysets,
             example="/storysets a cat opens a bakery sets=3",
+            estimate=text_estimate(
+                lambda c: c.story_model,
+                lambda a: (120 * a["segments"] + 200) * a["sets"],
+                calls=lambda a: a["sets"],
+            ),
             long_running=True,
         )
     )
@@ -299,6 +351,7 @@ def build_commands(
             ),
             handlers.meme,
             example="/meme mondays at a startup count=3",
+            estimate=text_estimate(lambda c: c.meme_model, lambda a: 150 * a["count"] + 100),
         )
     )
     commands.add(
@@ -318,6 +371,7 @@ def build_commands(
             ),
             handlers.write,
             example="/write kind=hashtags a vegan ramen recipe",
+            estimate=text_estimate(lambda c: c.content_model, lambda a: 900),
         )
     )
     commands.add(
@@ -340,6 +394,7 @@ def build_commands(
             ),
             handlers.trends,
             example="/trends indie game dev count=5",
+            estimate=text_estimate(lambda c: c.trends_model, lambda a: 160 * a["count"] + 100),
         )
     )
     commands.add(
@@ -353,6 +408,7 @@ def build_commands(
             ),
             handlers.character,
             example="/character Captain Whiskers (with an image)",
+            estimate=text_estimate(lambda c: c.vision_model, lambda a: 900, image_tokens=VISION_IMAGE_TOKENS),
             upload_action="typing",
         )
     )
@@ -379,6 +435,7 @@ def build_commands(
             ),
             handlers.video,
             example="/video a cat surfing at sunset duration=8 aspect=9:16",
+            estimate=video_estimate,
             long_running=True,
             upload_action="upload_video",
             upstream="media",
@@ -399,6 +456,7 @@ def build_commands(
             ),
             handlers.thumbnail,
             example="/thumbnail I survived 24 hours in a library",
+            estimate=thumbnail_estimate,
             long_running=True,
             upload_action="upload_photo",
             upstream="media",

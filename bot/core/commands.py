@@ -6,12 +6,14 @@ declarations, and text arguments are parsed and validated here, not in any adapt
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from connectors.errors import UserInputError
+from services.config import ServiceConfig
+from services.usage import Usage
 
 if TYPE_CHECKING:
     from bot.core.context import CommandContext
@@ -68,11 +70,18 @@ class Option:
 
 
 Handler = Callable[["CommandContext"], Awaitable["Reply"]]
+CostEstimate = Callable[[Mapping[str, Any], ServiceConfig], Sequence[tuple[str, Usage]]]
+"""What a command will use at most, per model, from its validated arguments: priced by the guards,
+reserved against the budgets before the paid call. Deliberately generous."""
 
 
 @dataclass(frozen=True)
 class Command:
-    """A chat command, the same on every platform."""
+    """A chat command, the same on every platform.
+
+    ``upstream`` names the paid API the handler calls ("text" or "media"; None for free commands),
+    and such a command must declare its ``estimate``: the catalogue refuses one without.
+    """
 
     name: str
     summary: str
@@ -85,6 +94,7 @@ class Command:
     upload_action: str = "typing"
     upstream: str | None = "text"
     confirms_late: bool = False  # the handler calls ctx.before_paid_call() once its input is valid
+    estimate: CostEstimate | None = None
 
     @property
     def rest_option(self) -> Option | None:
@@ -132,6 +142,8 @@ class CommandSet:
     def add(self, command: Command) -> None:
         if command.name in self.commands:
             raise ValueError(f"command /{command.name} declared twice")
+        if command.upstream is not None and command.estimate is None:
+            raise ValueError(f"command /{command.name} calls the {command.upstream} API but declares no estimate")
         self.commands[command.name] = command
 
     def get(self, name: str) -> Command | None:

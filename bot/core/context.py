@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.core.commands import Command
+from services.budgets import Reservation
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class CommandContext:
     _progress: ProgressSink
     invocation: Invocation | None = None
     paid_call_gate: Callable[[], Awaitable[None]] | None = None
+    reservation: Reservation | None = None
     progress_interval: float = 3.0
     _last_progress: float = field(default=float("-inf"))
 
@@ -87,6 +89,12 @@ class CommandContext:
         input and right before spending money: a guard may stop here to ask for confirmation."""
         if self.paid_call_gate is not None:
             await self.paid_call_gate()
+
+    def take_reservation(self) -> Reservation | None:
+        """Hand the budget held for this command to work that outlives it (a durable job), which
+        then settles or releases it; the guards leave a reservation that was taken alone."""
+        reservation, self.reservation = self.reservation, None
+        return reservation
 
     async def progress(self, text: str, *, force: bool = False) -> None:
         """Show a status line; throttled so a platform's edit limits are never hit."""

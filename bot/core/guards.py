@@ -1,9 +1,11 @@
 """Guardrails around every command, as chat-core middlewares: who may use the bot, how fast, and
-how much money a command may spend (estimated and refused before the paid call, confirmed when
-it is expensive, and recorded afterwards with the real usage the providers reported).
+how much money a command may spend. A paid command's declared estimate is reserved against every
+budget that applies before the paid call (``services.budgets``), settled to the real usage the
+providers reported afterwards, or released when nothing was spent; expensive commands ask first.
 
-Rate limiting uses the ``limits`` library's moving window (per user, in memory): a burst is cut at
-the limit and every command over it gets one short "slow down" answer and makes no paid call.
+Rate limiting uses the ``limits`` library's moving window per user: in memory in one process, in
+Redis when REDIS_URL is set, so a burst spread over several processes is cut at the same limit.
+Every command over it gets one short "slow down" answer and makes no paid call.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from limits import parse
+from limits import RateLimitItem, parse
+from limits.aio.storage import RedisStorage
+from limits.aio.strategies import MovingWindowRateLimiter as SharedMovingWindowRateLimiter
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
@@ -26,12 +30,12 @@ from bot.core.context import CommandContext
 from bot.core.dispatcher import ChatCore, Next
 from bot.core.replies import Reply
 from connectors.errors import QuotaError, UserInputError
+from services.budgets import BudgetBook, BudgetRefusal, Reservation
 from services.config import ServiceConfig
-from services.ledger import UsageLedger, next_day, next_month
+from services.ledger import UsageLedger
 from services.metering import Meter, current_meter
 from services.pricing import PriceTable
 from services.store.models import utcnow
-from services.usage import Usage
 
 CONFIRM_TTL_SECONDS = 600
 MAX_PENDING_CONFIRMATIONS = 10_000
@@ -52,51 +56,16 @@ class GuardConfig:
     allowed_guilds: frozenset[str] = frozenset()
     allowed_roles: frozenset[str] = frozenset()
     rate_limit: str = "20/minute"
-    budget_user_daily: Decimal = Decimal("0")
-    budget_user_monthly: Decimal = Decimal("0")
-    budget_chat_daily: Decimal = Decimal("0")
-    budget_chat_monthly: Decimal = Decimal("0")
     confirm_above: Decimal = Decimal("0")
+    shared_rate_limit_url: str | None = None  # a Redis URL: the rate limit is counted there
+    shared_key_prefix: str = "reelwright"
 
 
-@dataclass(frozen=True)
-class Estimate:
-    model: str
-    usage: Usage
-    usd: Decimal
-
-
-def estimate_command(name: str, args: dict[str, Any], config: ServiceConfig, prices: PriceTable) -> Estimate | None:
-    """A deliberately generous estimate of what a command will cost, before it runs."""
-    prompt_tokens = 600 + len(str(args.get("idea") or args.get("topic") or args.get("brief") or "")) // 3
-    text: dict[str, tuple[str, int]] = {
-        "story": (config.story_model, 120 * int(args.get("segments") or 5) + 200),
-        "longstory": (config.story_model, 120 * int(args.get("segments") or 24) + 800),
-        "storysets": (config.story_model, 120 * int(args.get("segments") or 4) * int(args.get("sets") or 3)),
-        "meme": (config.meme_model, 150 * int(args.get("count") or 3) + 100),
-        "write": (config.content_model, 900),
-        "trends": (config.trends_model, 160 * int(args.get("count") or 5) + 100),
-        "character": (config.vision_model, 900),
-    }
-    if name in text:
-        model, output_tokens = text[name]
-        calls = {
-            "longstory": 1 + math.ceil(int(args.get("segments") or 24) / 8),
-            "storysets": int(args.get("sets") or 3),
-        }
-        usage = Usage(
-            model_calls=calls.get(name, 1),
-            prompt_tokens=prompt_tokens * calls.get(name, 1) + (1500 if name == "character" else 0),
-            completion_tokens=output_tokens,
-        )
-        return Estimate(model, usage, prices.cost(model, usage))
-    if name == "video":
-        usage = Usage(video_seconds=int(args.get("duration") or 8))
-        return Estimate(config.video_model, usage, prices.cost(config.video_model, usage))
-    if name == "thumbnail":
-        usage = Usage(images=1)
-        return Estimate(config.thumbnail_model, usage, prices.cost(config.thumbnail_model, usage))
-    return None
+def estimate_cost(command: Command, args: dict[str, Any], config: ServiceConfig, prices: PriceTable) -> Decimal | None:
+    """The command's declared estimate, priced; None for a command that costs nothing."""
+    if command.estimate is None:
+        return None
+    return sum((prices.cost(model, usage) for model, usage in command.estimate(args, config)), Decimal("0"))
 
 
 def _money(value: Decimal) -> str:
@@ -116,17 +85,33 @@ class _Pending:
 
 @dataclass
 class Guards:
+    """The middlewares, with what they share: the ledger, the budget book and the price table.
+
+    Commands whose upstream is in ``unbilled_upstreams`` (the sandbox's fakes) are neither
+    reserved for, nor recorded, nor counted in spend metrics.
+    """
+
     config: GuardConfig
-    ledger: UsageLedger | None
+    ledger: UsageLedger
+    budgets: BudgetBook
     prices: PriceTable
     services: ServiceConfig
-    _limiter: MovingWindowRateLimiter = field(init=False)
-    _limit: Any = field(init=False)
+    unbilled_upstreams: frozenset[str] = frozenset()
+    _limiter: MovingWindowRateLimiter | None = field(init=False, default=None)
+    _shared_limiter: SharedMovingWindowRateLimiter | None = field(init=False, default=None)
+    _limit: RateLimitItem = field(init=False)
     _pending: OrderedDict[str, _Pending] = field(default_factory=OrderedDict)
 
     def __post_init__(self) -> None:
-        self._limiter = MovingWindowRateLimiter(MemoryStorage())
         self._limit = parse(self.config.rate_limit)
+        url = self.config.shared_rate_limit_url
+        if url:
+            storage = RedisStorage(
+                f"async+{url}", implementation="redispy", key_prefix=f"{self.config.shared_key_prefix}:rate"
+            )
+            self._shared_limiter = SharedMovingWindowRateLimiter(storage)
+        else:
+            self._limiter = MovingWindowRateLimiter(MemoryStorage())
 
     @property
     def middlewares(self) -> list[Any]:
@@ -150,41 +135,93 @@ class Guards:
     async def check_rate(self, ctx: CommandContext, call_next: Next) -> Reply:
         if ctx.command.upstream is None:
             return await call_next(ctx)  # /help, /jobs, /usage cost nothing
-        if not self._limiter.hit(self._limit, ctx.user.key):
-            reset_at, _ = self._limiter.get_window_stats(self._limit, ctx.user.key)
-            wait = max(1, math.ceil(reset_at - time.time()))
+        wait = await self._rate_wait(ctx.user.key)
+        if wait is not None:
             return Reply.error(f"Slow down: you can run {self._limit} commands. Try again in about {wait} s.")
         return await call_next(ctx)
 
+    async def _rate_wait(self, user_key: str) -> int | None:
+        """None when the command may run; else the seconds until the window lets one more through."""
+        if self._limiter is not None:
+            if self._limiter.hit(self._limit, user_key):
+                return None
+            reset_at, _ = self._limiter.get_window_stats(self._limit, user_key)
+        else:
+            assert self._shared_limiter is not None
+            if await self._shared_limiter.hit(self._limit, user_key):
+                return None
+            reset_at, _ = await self._shared_limiter.get_window_stats(self._limit, user_key)
+        return max(1, math.ceil(reset_at - time.time()))
+
     async def check_budget_and_meter(self, ctx: CommandContext, call_next: Next) -> Reply:
-        estimate = estimate_command(ctx.command.name, ctx.args, self.services, self.prices)
-        if estimate is None or self.ledger is None:
+        command = ctx.command
+        if command.upstream in self.unbilled_upstreams:
             return await call_next(ctx)
-        await self._check_budgets(ctx, estimate.usd)
+        estimate = estimate_cost(command, ctx.args, self.services, self.prices)
+        if estimate is None:
+            return await call_next(ctx)
         # The console is the operator's own terminal: it is never asked to confirm.
         confirmed = (ctx.invocation.confirmed if ctx.invocation else False) or ctx.chat.platform == "console"
-        needs_confirmation = bool(self.config.confirm_above) and estimate.usd >= self.config.confirm_above
-        if needs_confirmation and not confirmed:
-            if not ctx.command.confirms_late:
-                return self._ask_confirmation(ctx, estimate.usd)
+        must_ask = bool(self.config.confirm_above) and estimate >= self.config.confirm_above and not confirmed
+        reserved: list[Reservation] = []
 
-            async def stop_before_paying() -> None:
+        async def reserve() -> None:
+            outcome = await self.budgets.reserve(ctx.user.key, ctx.chat_key, estimate)
+            if isinstance(outcome, BudgetRefusal):
+                raise self._refused(ctx, estimate, outcome)
+            reserved.append(outcome)
+            ctx.reservation = outcome
+
+        async def ask_or_reserve() -> None:
+            if must_ask:
+                await self._check_budgets(ctx, estimate)  # never ask to confirm what would be refused
                 raise _ConfirmationNeeded
+            await reserve()
 
-            ctx.paid_call_gate = stop_before_paying
+        if command.confirms_late:
+            ctx.paid_call_gate = ask_or_reserve
+        elif must_ask:
+            await self._check_budgets(ctx, estimate)
+            return self._ask_confirmation(ctx, estimate)
+        else:
+            await reserve()
         meter = Meter()
         meter_token = current_meter.set(meter)
         try:
             return await call_next(ctx)
         except _ConfirmationNeeded:
             # The handler validated everything first, so a bad request gets its clear error, not a price.
-            return self._ask_confirmation(ctx, estimate.usd)
+            return self._ask_confirmation(ctx, estimate)
         finally:
             current_meter.reset(meter_token)
+            actual = Decimal("0")
             for model, usage in meter.entries:
-                self.ledger.record(
-                    user_key=ctx.user.key, chat_key=ctx.chat_key, command=ctx.command.name, model=model, usage=usage
+                actual += self.ledger.record(
+                    user_key=ctx.user.key, chat_key=ctx.chat_key, command=command.name, model=model, usage=usage
                 )
+            if reserved and ctx.reservation is reserved[0]:
+                await self.budgets.settle(reserved[0], actual)
+
+    async def _check_budgets(self, ctx: CommandContext, estimate: Decimal) -> None:
+        refusal = await self.budgets.check(ctx.user.key, ctx.chat_key, estimate)
+        if refusal is not None:
+            raise self._refused(ctx, estimate, refusal)
+
+    def _refused(self, ctx: CommandContext, estimate: Decimal, refusal: BudgetRefusal) -> QuotaError:
+        label = {
+            ("user", "day"): "your daily",
+            ("user", "month"): "your monthly",
+            ("chat", "day"): "this chat's daily",
+            ("chat", "month"): "this chat's monthly",
+        }[(refusal.scope, refusal.period)]
+        return QuotaError(
+            f"budget {label} {refusal.limit} exceeded by estimate {estimate}",
+            user_message=(
+                f"/{ctx.command.name} would cost about {_money(estimate)}, but {label} budget has "
+                f"{_money(refusal.left)} of {_money(refusal.limit)} left. "
+                f"It resets in {_resets_in(refusal.resets_at, utcnow())}."
+            ),
+        )
 
     def _ask_confirmation(self, ctx: CommandContext, usd: Decimal) -> Reply:
         token = self._remember(replace(ctx, paid_call_gate=None))
@@ -195,29 +232,6 @@ class Guards:
             ],
             confirmation=token,
         )
-
-    async def _check_budgets(self, ctx: CommandContext, estimate: Decimal) -> None:
-        assert self.ledger is not None
-        now = utcnow()
-        user = await self.ledger.spent("user", ctx.user.key, now)
-        chat = await self.ledger.spent("chat", ctx.chat_key, now)
-        checks = [
-            ("your daily", self.config.budget_user_daily, user.today, next_day),
-            ("your monthly", self.config.budget_user_monthly, user.this_month, next_month),
-            ("this chat's daily", self.config.budget_chat_daily, chat.today, next_day),
-            ("this chat's monthly", self.config.budget_chat_monthly, chat.this_month, next_month),
-        ]
-        for label, limit, spent, reset_after in checks:
-            if limit and spent + estimate > limit:
-                left = max(Decimal("0"), limit - spent)
-                resets = reset_after(now)
-                raise QuotaError(
-                    f"budget {label} {limit} exceeded by estimate {estimate}",
-                    user_message=(
-                        f"/{ctx.command.name} would cost about {_money(estimate)}, but {label} budget has "
-                        f"{_money(left)} of {_money(limit)} left. It resets in {_resets_in(resets, now)}."
-                    ),
-                )
 
     def _remember(self, ctx: CommandContext) -> str:
         now = time.monotonic()
@@ -270,17 +284,14 @@ def usage_command(guards: Guards, admin_users: frozenset[str]) -> Command:
     """``/usage``: your spend today and this month; chat admins also see the chat's totals."""
 
     async def show_usage(ctx: CommandContext) -> Reply:
-        if guards.ledger is None:
-            raise UserInputError("Usage is not recorded in this setup.")
         now = utcnow()
         mine = await guards.ledger.spent("user", ctx.user.key, now)
-        config = guards.config
+        limits = guards.budgets.limits
         lines = [
             "💰 Your spend:",
-            f"today {_money(mine.today)}"
-            + (f" of {_money(config.budget_user_daily)}" if config.budget_user_daily else ""),
+            f"today {_money(mine.today)}" + (f" of {_money(limits.user_daily)}" if limits.user_daily else ""),
             f"this month {_money(mine.this_month)}"
-            + (f" of {_money(config.budget_user_monthly)}" if config.budget_user_monthly else ""),
+            + (f" of {_money(limits.user_monthly)}" if limits.user_monthly else ""),
         ]
         invocation = ctx.invocation
         is_admin = ctx.user.id in admin_users or ctx.user.key in admin_users

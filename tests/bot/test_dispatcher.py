@@ -361,6 +361,7 @@ def crashing_commands() -> CommandSet:
             (Option("what", OptionKind.TEXT, "anything", rest=True),),
             explode,
             example="/explode now",
+            upstream=None,
         )
     )
     return commands
