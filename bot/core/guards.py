@@ -69,7 +69,10 @@ def estimate_cost(command: Command, args: dict[str, Any], config: ServiceConfig,
 
 
 def _money(value: Decimal) -> str:
-    return f"${value:.2f}" if value >= Decimal("0.01") else f"${value:.4f}"
+    """Dollars as people read them: cents, and "under $0.01" for the fractions a text call costs."""
+    if 0 < value < Decimal("0.01"):
+        return "under $0.01"
+    return f"${value:.2f}"
 
 
 def _resets_in(moment: datetime, now: datetime) -> str:

@@ -63,3 +63,46 @@ async def test_a_story_through_the_production_core(production_bot: TelegramBot) 
     texts = [c.params["text"] for c in calls if c.method in ("sendMessage", "editMessageText")]
     assert any("3 segments" in t for t in texts) and not any("⚠️" in t for t in texts)
     assert calls[-1].method == "sendPhoto"
+
+
+async def test_five_concurrent_videos_from_one_user_pay_for_one(
+    tmp_path: Path, telegram_api: FakeTelegramAPI, fake_openrouter: FakeOpenRouter, fake_genai: FakeGenAI
+) -> None:
+    """With a $5 daily budget, five 8 s clips ($3.20 each) sent at once: one is made, four are refused."""
+    settings = telegram_settings(
+        telegram_api,
+        openrouter_api_key="test-openrouter-key",
+        openrouter_base_url=fake_openrouter.base_url,
+        google_api_key="test-google-key",
+        genai_base_url=fake_genai.base_url,
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'tg.sqlite3'}",
+        media_dir=tmp_path / "media",
+        video_poll_initial_seconds=0.01,
+        video_poll_max_seconds=0.05,
+        confirm_above_usd=0,
+        budget_user_daily_usd=5.0,
+    )
+    fake_genai.video_seconds = 0.3
+    runtime = await start_runtime(settings)
+    service = TelegramService(runtime, TelegramOptions(progress=EAGER_PROGRESS, poll_timeout=5))
+    await service.start()
+    try:
+        tg = TelegramBot(service, telegram_api, runtime, fake_openrouter, fake_genai)
+        chats = [CHAT + n for n in range(5)]
+        await telegram_api.push_many(
+            [telegram_api.message(chat, f"/video a cat surfing {chat} duration=8", user_id=CHAT) for chat in chats]
+        )
+        await tg.settle()
+        await telegram_api.wait_for_call("sendVideo")
+        refusals = [
+            call
+            for chat in chats
+            for call in telegram_api.sent_to(chat)
+            if "daily budget" in str(call.params.get("text", ""))
+        ]
+        assert len(telegram_api.calls_of("sendVideo")) == 1
+        assert len(refusals) == 4
+        assert len(fake_genai.video_generation_requests) == 1
+    finally:
+        await service.stop()
+        await runtime.close()
