@@ -164,14 +164,20 @@ async def timed(core: ChatCore, inv: Invocation, runs: Runs, submitted: float) -
     return delivered - submitted
 
 
-async def open_runtime(sandbox: Sandbox) -> Runtime:
-    """The production runtime with production defaults, pointed at the fake with a real (bench) key."""
+async def open_runtime(sandbox: Sandbox, redis_url: str | None = None) -> Runtime:
+    """The production runtime with production defaults, pointed at the fake with a real (bench) key;
+    with ``redis_url`` budgets and rate limits are kept in Redis, as for several processes."""
+    shared: dict[str, Any] = {}
+    if redis_url:
+        prefix = f"reelwright:bench:{os.getpid()}:{time.time_ns()}"
+        shared = {"redis_url": redis_url, "redis_key_prefix": prefix, "job_queue_name": f"{prefix}:jobs"}
     settings = load_settings(
         _env_file=None,
         openrouter_api_key=BENCH_KEY,
         openrouter_base_url=sandbox.openrouter,
         google_api_key=BENCH_KEY,
         genai_base_url=sandbox.genai,
+        **shared,
     )
     runtime = await start_runtime(settings)
     if runtime.sandbox_upstreams:
@@ -259,8 +265,8 @@ def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
 # -- scenarios -------------------------------------------------------------------------------------
 
 
-async def scenario_concurrent(sandbox: Sandbox, n: int, latency: float) -> dict[str, Any]:
-    runtime = await open_runtime(sandbox)
+async def scenario_concurrent(sandbox: Sandbox, n: int, latency: float, redis_url: str | None = None) -> dict[str, Any]:
+    runtime = await open_runtime(sandbox, redis_url)
     try:
         await warm_up(runtime.core, concurrent=True)
         before = await asyncio.to_thread(sandbox.stats)
@@ -277,7 +283,7 @@ async def scenario_concurrent(sandbox: Sandbox, n: int, latency: float) -> dict[
     moved = delta(after, before)
     overheads_ms = [(value - latency) * 1000 for value in latencies]
     return {
-        "scenario": f"concurrent-{n}",
+        "scenario": f"concurrent-{n}" + ("-redis" if redis_url else ""),
         "n": n,
         "latency_s": latency,
         "wall_s": wall,
@@ -447,7 +453,7 @@ async def run(args: argparse.Namespace, sandbox: Sandbox) -> list[dict[str, Any]
     results: list[dict[str, Any]] = []
     for kind, number in plan_for(args).steps:
         if kind == "concurrent":
-            result = await scenario_concurrent(sandbox, number, args.latency)
+            result = await scenario_concurrent(sandbox, number, args.latency, args.redis_url)
         elif kind == "longstory":
             result = await scenario_longstory(sandbox, number, args.latency)
         else:
@@ -476,6 +482,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--segments", type=int, default=40, help="/longstory segments")
     parser.add_argument("--log-level", default="WARNING", help="bot logging level (production runs INFO)")
     parser.add_argument("--no-save", action="store_true", help="do not write JSON to bench/results/")
+    parser.add_argument("--redis-url", help="keep budgets and rate limits in this Redis (as several processes do)")
     return parser.parse_args(argv)
 
 

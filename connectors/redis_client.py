@@ -5,34 +5,59 @@ process sharing REDIS_URL sees the same counters.
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
+
+#: Connections to Redis per process. A burst of commands waits for a free one (up to
+#: ``POOL_WAIT_SECONDS``) instead of failing, as redis-py's default pool does past its size.
+MAX_CONNECTIONS = 64
+POOL_WAIT_SECONDS = 30
 
 _url: str | None = None
 _client: Redis | None = None
+_pool: BlockingConnectionPool | None = None
 
 
 def configure_redis(url: str | None) -> None:
     """Set the URL used by ``redis_client``; None means this process runs without Redis."""
-    global _url, _client
+    global _url, _client, _pool
     _url = url
     _client = None
+    _pool = None
 
 
 def redis_url() -> str | None:
     return _url
 
 
+def redis_pool() -> BlockingConnectionPool:
+    """The process's one pool, shared by our client and the ``limits`` rate-limit storage."""
+    global _pool
+    if _pool is None:
+        if _url is None:
+            raise RuntimeError("configure_redis() must be given REDIS_URL before Redis is used")
+        _pool = BlockingConnectionPool.from_url(
+            _url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=POOL_WAIT_SECONDS,
+            decode_responses=True,
+            socket_connect_timeout=5,
+            health_check_interval=30,
+        )
+    return _pool
+
+
 def redis_client() -> Redis:
     global _client
     if _client is None:
-        if _url is None:
-            raise RuntimeError("configure_redis() must be given REDIS_URL before Redis is used")
-        _client = Redis.from_url(_url, decode_responses=True, socket_connect_timeout=5, health_check_interval=30)
+        _client = Redis(connection_pool=redis_pool())
     return _client
 
 
 async def close_redis() -> None:
-    global _client
+    global _client, _pool
     client, _client = _client, None
+    pool, _pool = _pool, None
     if client is not None:
         await client.aclose()
+    if pool is not None:
+        await pool.aclose()

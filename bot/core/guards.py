@@ -30,6 +30,7 @@ from bot.core.context import CommandContext
 from bot.core.dispatcher import ChatCore, Next
 from bot.core.replies import Reply
 from connectors.errors import QuotaError, UserInputError
+from connectors.redis_client import redis_pool
 from services.budgets import BudgetBook, BudgetRefusal, Reservation
 from services.config import ServiceConfig
 from services.ledger import UsageLedger
@@ -109,8 +110,12 @@ class Guards:
         self._limit = parse(self.config.rate_limit)
         url = self.config.shared_rate_limit_url
         if url:
+            shared_pool: dict[str, Any] = {"connection_pool": redis_pool()}
             storage = RedisStorage(
-                f"async+{url}", implementation="redispy", key_prefix=f"{self.config.shared_key_prefix}:rate"
+                f"async+{url}",
+                implementation="redispy",
+                key_prefix=f"{self.config.shared_key_prefix}:rate",
+                **shared_pool,
             )
             self._shared_limiter = SharedMovingWindowRateLimiter(storage)
         else:

@@ -252,3 +252,18 @@ async def test_estimates_cover_the_real_cost(make_runtime: RuntimeFactory, name:
     args = validate_arguments(declared, parse_text_arguments(declared, text))
     estimate = estimate_cost(declared, args, service_config(), runtime.ledger.prices)
     assert estimate is not None and spent.today <= estimate, (spent.today, estimate)
+
+
+async def test_a_burst_larger_than_the_redis_pool_waits_for_connections(
+    make_runtime: RuntimeFactory, fake_openrouter: FakeOpenRouter, redis_url: str
+) -> None:
+    """Regression: past redis-py's default 100 connections, commands failed with "Too many
+    connections" instead of waiting for a free one."""
+    prefix = f"reelwright:test:{uuid.uuid4().hex}"
+    runtime = await make_runtime(redis_url=redis_url, redis_key_prefix=prefix, job_queue_name=f"{prefix}:jobs")
+    fake_openrouter.latency = 0.2
+    replies = await asyncio.gather(
+        *(runtime.core.handle(command("write", "a caption", user=str(u)), RecordingResponder()) for u in range(300))
+    )
+    assert [reply.text for reply in replies if reply.is_error] == []
+    assert len(fake_openrouter.chat_requests) == 300
