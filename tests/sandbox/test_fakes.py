@@ -120,6 +120,26 @@ async def test_json_schema_output_validates_and_honours_exactly_n(
     assert openrouter.chat_requests[0].json["response_format"]["type"] == "json_schema"
 
 
+async def test_fault_lazy_returns_fewer_items_than_asked_once(
+    oai: openai.AsyncOpenAI, openrouter: FakeOpenRouter
+) -> None:
+    async def scenes() -> int:
+        completion = await oai.chat.completions.create(
+            model="openai/gpt-4o-mini",
+            messages=[{"role": "user", "content": "A dragon learns to fly. Write exactly 5 scenes."}],
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "Storyboard", "strict": True, "schema": Storyboard.model_json_schema()},
+            },
+        )
+        content = completion.choices[0].message.content
+        assert content is not None and completion.choices[0].finish_reason == "stop"
+        return len(Storyboard.model_validate(json.loads(content)).scenes)
+
+    openrouter.inject(Fault.lazy(2), Fault.lazy(0))
+    assert [await scenes(), await scenes(), await scenes()] == [2, 0, 5]
+
+
 async def test_plain_text_and_request_recording(oai: openai.AsyncOpenAI, openrouter: FakeOpenRouter) -> None:
     completion = await _chat(oai)
     assert completion.choices[0].message.content == "Sandbox reply: Tell a story about a dragon who learns to fly"
