@@ -391,19 +391,23 @@ async def test_veo_developer_mode(gemini: genai.Client, google: FakeGenAI) -> No
         assert op.result is not None and op.result.generated_videos
         video = op.result.generated_videos[0].video
         assert video is not None and video.uri is not None
-        assert video.uri.startswith(google.base_url + "/v1beta/files/")
-        async with session.get(video.uri) as response:
+        # Like Google: the file is named on Google's host whatever base URL the client used.
+        file_id = video.uri.split("files/")[1].split(":")[0]
+        assert video.uri == f"https://generativelanguage.googleapis.com/v1beta/files/{file_id}:download?alt=media"
+        async with session.get(google.download_url(file_id)) as response:
             assert response.status == 200 and response.content_type == "video/mp4"
             assert (await response.read()).startswith(MP4_FTYP)
 
-        file_id = video.uri.split("files/")[1].split(":")[0]
+        # The SDK takes the id from that URI and asks its own base URL: the fake serves it there.
+        assert (await gemini.aio.files.download(file=video)).startswith(MP4_FTYP)
+        assert google.download_requests[-1].path == f"/v1beta/files/{file_id}:download"
         assert (await gemini.aio.files.download(file=f"files/{file_id}")).startswith(MP4_FTYP)
 
         other = FakeGenAI()
         await other.start()
         try:
             google.download_redirect_to = other.base_url
-            async with session.get(video.uri, allow_redirects=False) as response:
+            async with session.get(google.download_url(file_id), allow_redirects=False) as response:
                 assert response.status == 302
                 assert response.headers["Location"] == other.download_url(file_id)
             # Finding: the SDK (aiohttp) forwards x-goog-api-key to the redirect target.
