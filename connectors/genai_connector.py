@@ -12,7 +12,9 @@ Two kinds of key are supported:
 Both the SDK client and the aiohttp session are lazy per-process singletons. Retries are the SDK's
 ``HttpRetryOptions``; the paid start call in Developer mode is deliberately not retried (a lost reply
 to a retried start would pay twice). Video bytes are fetched with a size cap, checked to be MP4, and
-the API key is sent only to the API's own host, never along a redirect to another one.
+the API key is sent only to the API's own host, never along a redirect to another one. In Developer
+mode a finished video names its file on Google's host; like the SDK's ``files.download`` it is asked
+of the configured base URL (a proxy or gateway), not of that host.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -48,6 +51,8 @@ GOOGLE_DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 DEVELOPER_API_VERSION = "v1beta"
 MAX_REDIRECTS = 5
 RETRYABLE_STATUS = [408, 429, 500, 502, 503, 504]
+#: A Files API URI's path, e.g. ``/v1beta/files/abc123:download``; the id rule is the SDK's own.
+_FILES_PATH = re.compile(r"/files/(?P<id>[a-z0-9]+)(?::download)?$")
 
 
 @dataclass(frozen=True)
@@ -368,7 +373,7 @@ async def fetch_video(status: VideoOperationStatus, max_bytes: int | None = None
     elif status.video_uri:
         if not status.video_uri.startswith(("http://", "https://")):
             raise InvalidResponse(f"video stored at {status.video_uri}, which this bot cannot fetch", provider=PROVIDER)
-        data = await _download(status.video_uri, cap, config)
+        data = await _download(developer_download_url(status.video_uri, config) or status.video_uri, cap, config)
     else:
         raise InvalidResponse("the operation has no video", provider=PROVIDER)
     if not is_mp4(data):
@@ -376,7 +381,25 @@ async def fetch_video(status: VideoOperationStatus, max_bytes: int | None = None
     return data
 
 
+def developer_download_url(uri: str, config: GenAIConfig) -> str | None:
+    """The configured endpoint's URL for a Developer-API file URI; None for any other URI.
+
+    Google names the file on its own host whatever base URL the client used. The SDK's
+    ``files.download`` takes the file id from the URI and asks ``{base_url}/{api_version}/files/
+    {id}:download?alt=media``; this builds the same URL. The SDK call itself is not used: its session
+    follows a redirect to another host with the API key still attached, and without a destination it
+    reads the whole body before anything can check its size.
+    """
+    if config.enterprise:
+        return None
+    match = _FILES_PATH.search(urlsplit(uri).path)
+    if match is None:
+        return None
+    return f"{_api_base(config)}/{DEVELOPER_API_VERSION}/files/{match['id']}:download?alt=media"
+
+
 async def _download(url: str, cap: int, config: GenAIConfig) -> bytes:
+    """GET ``url`` streamed, refusing past ``cap`` bytes (declared or read) before reading the rest."""
     session = await _get_session()
     api_base = _api_base(config)
     try:

@@ -1,4 +1,8 @@
-"""Meme scripts: setup, punchline, on-screen caption and a visual for each beat."""
+"""Meme scripts: setup, punchline, on-screen caption and a visual for each beat.
+
+A model that stays short after one retry still gives the beats it wrote, with a ``note`` saying so;
+a script with no beats at all is an ``InvalidResponse``.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +33,8 @@ class MemeScript(BaseModel):
     title: str
     segments: list[MemeSegment]
     usage: Usage
+    #: For the user when the script has fewer beats than asked; None otherwise.
+    note: str | None = None
 
 
 async def generate_meme_segments(topic: str, *, count: int = 3, tone: str | None = None) -> MemeScript:
@@ -47,7 +53,15 @@ async def generate_meme_segments(topic: str, *, count: int = 3, tone: str | None
         system="You write short-video meme scripts that are relatable and punchy. Answer in JSON only.",
         user=f"Write a meme script about: {topic}.{tone_note}\nReturn exactly {count} segments.",
         check=check,
+        usable=lambda draft: bool(draft.segments),
+        unusable_message="The AI model wrote no usable meme, even after asking again. Please try again.",
         temperature=1.0,
     )
     draft = result.value
-    return MemeScript(topic=topic, title=draft.title, segments=draft.segments[:count], usage=result.usage)
+    segments = draft.segments[:count]
+    note = (
+        f"The AI model wrote {len(segments)} of the {count} beats asked, even after asking again: here they are."
+        if len(segments) < count
+        else None
+    )
+    return MemeScript(topic=topic, title=draft.title, segments=segments, usage=result.usage, note=note)

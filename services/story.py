@@ -2,6 +2,10 @@
 
 Every segment's duration is one Veo clip length (4, 6 or 8 s) and its narration fits that duration
 at a natural speaking rate; a narration too long for an 8-second clip is cut at a word boundary.
+
+A model that stays lazy after one retry still gives a story when what it wrote is usable: fewer
+segments than asked (the story's ``note`` says so), or an outline with fewer parts than asked (the
+chunks are re-planned over the parts it has). An answer with nothing usable is an ``InvalidResponse``.
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ class Story(BaseModel):
     idea: str
     segments: list[StorySegment]
     usage: Usage = Field(default_factory=Usage)
+    #: For the user when the story differs from what was asked (e.g. fewer segments); None otherwise.
+    note: str | None = None
 
     @property
     def total_seconds(self) -> int:
@@ -112,7 +118,14 @@ def _system_prompt() -> str:
     )
 
 
-async def _draft_story(user_prompt: str, expected: int) -> tuple[StoryDraft, Usage]:
+NO_STORY = "The AI model wrote no usable story, even after asking again. Please try again."
+NO_OUTLINE = (
+    "The AI model could not plan this long story, even after asking again. Please try again, or ask for fewer segments."
+)
+
+
+async def _draft_story(user_prompt: str, expected: int, unusable_message: str = NO_STORY) -> tuple[StoryDraft, Usage]:
+    """A draft with ``expected`` segments, or fewer (at least one) when the model stays short after a retry."""
     config = service_config()
 
     def check(draft: StoryDraft) -> str | None:
@@ -123,9 +136,36 @@ async def _draft_story(user_prompt: str, expected: int) -> tuple[StoryDraft, Usa
         return None
 
     result = await generate_structured(
-        StoryDraft, model=config.story_model, system=_system_prompt(), user=user_prompt, check=check
+        StoryDraft,
+        model=config.story_model,
+        system=_system_prompt(),
+        user=user_prompt,
+        check=check,
+        usable=lambda draft: bool(draft.segments),
+        unusable_message=unusable_message,
     )
     return result.value, result.usage
+
+
+def shortfall_note(written: int, asked: int) -> str | None:
+    """What the user is told when the model wrote fewer segments than asked."""
+    if written >= asked:
+        return None
+    return f"The AI model wrote {written} of the {asked} segments asked, even after asking again: here they are."
+
+
+def plan_chunk_sizes(count: int, parts: int, chunk_size: int = CHUNK_SEGMENTS) -> list[int]:
+    """Segments per chunk for ``count`` segments over ``parts`` outline parts.
+
+    With the parts asked for (``ceil(count / chunk_size)``) chunks are ``chunk_size`` long and the last
+    takes the remainder; with fewer parts (a lazy outline) the segments are spread evenly, at most
+    ``MAX_SEGMENTS`` (what one call writes reliably) each, so the story may come out shorter.
+    """
+    if parts >= math.ceil(count / chunk_size):
+        return [min(chunk_size, count - start) for start in range(0, count, chunk_size)]
+    total = min(count, parts * MAX_SEGMENTS)
+    base, extra = divmod(total, parts)
+    return [base + (1 if index < extra else 0) for index in range(parts)]
 
 
 def _validated_request(request: StoryRequest, *, max_segments: int) -> tuple[str, int]:
@@ -145,7 +185,13 @@ def _story_prompt(idea: str, count: int, request: StoryRequest, extra: str = "")
 
 def _story_from_draft(idea: str, draft: StoryDraft, count: int, usage: Usage, first_number: int = 1) -> Story:
     segments = [fit_segment(first_number + i, seg) for i, seg in enumerate(draft.segments[:count])]
-    return Story(title=" ".join(draft.title.split()) or idea[:60], idea=idea, segments=segments, usage=usage)
+    return Story(
+        title=" ".join(draft.title.split()) or idea[:60],
+        idea=idea,
+        segments=segments,
+        usage=usage,
+        note=shortfall_note(len(segments), count),
+    )
 
 
 async def generate_story_segments(request: StoryRequest) -> Story:
@@ -159,12 +205,13 @@ async def generate_story_segments_chunked(request: StoryRequest, *, chunk_size: 
     """A long story (up to 60 segments): an outline first, then every chunk concurrently from it.
 
     Each chunk sees the whole outline and the summaries of its neighbours, so the joined story keeps
-    its continuity while wall time stays about two model latencies whatever the length.
+    its continuity while wall time stays about two model latencies whatever the length. An outline
+    with fewer parts than asked, even after a retry, is used as it is: the chunks are re-planned over
+    its parts (``plan_chunk_sizes``) and the story's ``note`` says when it came out shorter.
     """
     idea, count = _validated_request(request, max_segments=MAX_LONG_SEGMENTS)
     config = service_config()
-    chunk_sizes = [min(chunk_size, count - start) for start in range(0, count, chunk_size)]
-    parts = len(chunk_sizes)
+    parts = math.ceil(count / chunk_size)
 
     def outline_check(outline: StoryOutline) -> str | None:
         if len(outline.parts) < parts:
@@ -182,22 +229,31 @@ async def generate_story_segments_chunked(request: StoryRequest, *, chunk_size: 
             "with a clear beginning, rising tension and an ending."
         ),
         check=outline_check,
+        usable=lambda outline: bool(outline.parts),
+        unusable_message=NO_OUTLINE,
     )
     outline = outline_result.value
     plans = outline.parts[:parts]
+    chunk_sizes = plan_chunk_sizes(count, len(plans), chunk_size)
+    planned = len(chunk_sizes)
 
     async def write_chunk(index: int) -> tuple[StoryDraft, Usage]:
         before = plans[index - 1].summary if index > 0 else "(this is the opening)"
-        after = plans[index + 1].summary if index + 1 < parts else "(this is the ending)"
+        after = plans[index + 1].summary if index + 1 < planned else "(this is the ending)"
         extra = (
             f"\nWhole story: {outline.title}: {outline.premise}\n"
-            f"This is part {index + 1} of {parts}: {plans[index].summary}\n"
+            f"This is part {index + 1} of {planned}: {plans[index].summary}\n"
             f"Previous part: {before}\nNext part: {after}\n"
             "Continue seamlessly from the previous part; do not recap it, do not jump ahead."
         )
-        return await _draft_story(_story_prompt(idea, chunk_sizes[index], request, extra), chunk_sizes[index])
+        unusable = (
+            f"The AI model could not write part {index + 1} of {planned} of this story, even after asking again. "
+            "Please try again."
+        )
+        size = chunk_sizes[index]
+        return await _draft_story(_story_prompt(idea, size, request, extra), size, unusable)
 
-    drafts = await asyncio.gather(*(write_chunk(i) for i in range(parts)))
+    drafts = await asyncio.gather(*(write_chunk(i) for i in range(planned)))
     usage = outline_result.usage
     segments: list[StorySegment] = []
     for (draft, chunk_usage), size in zip(drafts, chunk_sizes, strict=True):
@@ -205,7 +261,7 @@ async def generate_story_segments_chunked(request: StoryRequest, *, chunk_size: 
         first_number = len(segments) + 1
         segments.extend(fit_segment(first_number + i, seg) for i, seg in enumerate(draft.segments[:size]))
     title = " ".join(outline.title.split()) or idea[:60]
-    return Story(title=title, idea=idea, segments=segments, usage=usage)
+    return Story(title=title, idea=idea, segments=segments, usage=usage, note=shortfall_note(len(segments), count))
 
 
 async def generate_story_segments_in_sets(request: StoryRequest, *, sets: int = 3) -> StorySets:

@@ -1,8 +1,10 @@
 """Structured model output: ask with a JSON schema, validate, repair, retry once, never show raw.
 
 Not every OpenRouter model honours ``json_schema``; answers wrapped in code fences or prose are
-repaired locally, and an answer that still does not validate is asked for once more with the
-validation error attached. A second failure is an ``InvalidResponse``, never raw text to the user.
+repaired locally, and an answer that still does not validate, or that fails the caller's ``check``,
+is asked for once more with the problem attached. A second failure is an ``InvalidResponse``, never
+raw text and never a value that failed its check, unless the caller's ``usable`` accepts that value
+as a lesser result: it then comes back with ``shortfall`` naming what is missing.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T", bound=BaseModel)
 
+INCOMPLETE_ANSWER = "The AI model's answer was incomplete, even after asking again. Please try again."
+
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 
 
@@ -33,6 +37,8 @@ _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 class Structured(Generic[T]):
     value: T
     usage: Usage
+    #: The check's complaint when ``usable`` accepted a value that still failed it; None when it passed.
+    shortfall: str | None = None
 
 
 def parse_model_output(schema: type[T], text: str) -> T:
@@ -69,9 +75,16 @@ async def generate_structured(
     system: str,
     user: str | list[dict[str, Any]],
     check: Callable[[T], str | None] | None = None,
+    usable: Callable[[T], bool] | None = None,
+    unusable_message: str | None = None,
     temperature: float | None = 0.8,
 ) -> Structured[T]:
-    """Ask ``model`` for a ``schema`` instance; ``check`` may name a problem worth one retry."""
+    """Ask ``model`` for a ``schema`` instance; ``check`` may name a problem worth one retry.
+
+    After the retry, a value that still fails ``check`` is returned only when ``usable`` accepts it
+    (with ``shortfall`` set); otherwise ``InvalidResponse`` carries ``unusable_message`` (or a generic
+    one) for the user.
+    """
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": system},
         {"role": "user", "content": user},
@@ -115,5 +128,16 @@ async def generate_structured(
             },
         ]
     if last_value is not None:
-        return Structured(last_value, usage)
-    raise InvalidResponse(f"model {model} gave invalid {schema.__name__} twice: {problem}", provider="openrouter")
+        if usable is not None and usable(last_value):
+            log.warning("model %s %s still short after a retry, used as is: %s", model, schema.__name__, problem)
+            return Structured(last_value, usage, shortfall=problem)
+        raise InvalidResponse(
+            f"model {model} gave an unusable {schema.__name__} twice: {problem}",
+            provider="openrouter",
+            user_message=unusable_message or INCOMPLETE_ANSWER,
+        )
+    raise InvalidResponse(
+        f"model {model} gave invalid {schema.__name__} twice: {problem}",
+        provider="openrouter",
+        user_message=unusable_message,
+    )

@@ -1,4 +1,8 @@
-"""Trending video ideas for a niche: each with a hook, an angle and why it should work now."""
+"""Trending video ideas for a niche: each with a hook, an angle and why it should work now.
+
+A model that stays short after one retry still gives the ideas it wrote, with a ``note`` saying so
+(such a report is not cached); a report with no ideas at all is an ``InvalidResponse``.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +37,8 @@ class TrendReport(BaseModel):
     niche: str
     ideas: list[TrendIdea]
     usage: Usage
+    #: For the user when the report has fewer ideas than asked; None otherwise.
+    note: str | None = None
 
 
 CacheKey = tuple[str, int, str, str]
@@ -41,7 +47,8 @@ CacheKey = tuple[str, int, str, str]
 class TrendsCache:
     """Identical requests (niche normalised, count, model, day) answered once per ``ttl_seconds``.
 
-    Concurrent identical requests share one upstream call (single flight); only successes are kept.
+    Concurrent identical requests share one upstream call (single flight); only complete successes are
+    kept (a short report is not served again for the rest of the day).
     A cached or shared answer reports zero usage: it cost nothing, so no budget is charged twice.
     """
 
@@ -76,7 +83,7 @@ class TrendsCache:
     def _finished(self, key: CacheKey, task: asyncio.Future[TrendReport]) -> None:
         if self._in_flight.get(key) is task:
             del self._in_flight[key]
-        if task.cancelled() or task.exception() is not None:
+        if task.cancelled() or task.exception() is not None or task.result().note is not None:
             return
         self._entries[key] = (self.clock() + self.ttl_seconds, task.result())
         self._entries.move_to_end(key)
@@ -124,5 +131,13 @@ async def _generate_trending_ideas(niche: str, *, count: int, today: datetime | 
         system="You are a short-video trend strategist. Answer in JSON only.",
         user=f"Today is {date}. Give trending short-video ideas for the niche: {niche}.\nReturn exactly {count} ideas.",
         check=check,
+        usable=lambda draft: bool(draft.ideas),
+        unusable_message="The AI model gave no usable trend ideas, even after asking again. Please try again.",
     )
-    return TrendReport(niche=niche, ideas=result.value.ideas[:count], usage=result.usage)
+    ideas = result.value.ideas[:count]
+    note = (
+        f"The AI model gave {len(ideas)} of the {count} ideas asked, even after asking again: here they are."
+        if len(ideas) < count
+        else None
+    )
+    return TrendReport(niche=niche, ideas=ideas, usage=result.usage, note=note)

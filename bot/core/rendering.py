@@ -13,8 +13,13 @@ from services.trends import TrendReport
 from services.video import VideoProgress
 
 
+def _note(note: str | None) -> str:
+    """A service's word about a result that differs from what was asked, on its own line."""
+    return f"\nℹ️ {note}" if note else ""
+
+
 def story_blocks(story: Story, heading: str = "🎬") -> list[str]:
-    blocks = [f"{heading} {story.title}\n{len(story.segments)} segments · {story.total_seconds} s"]
+    blocks = [f"{heading} {story.title}\n{len(story.segments)} segments · {story.total_seconds} s{_note(story.note)}"]
     for segment in story.segments:
         blocks.append(
             f"{segment.number}. [{segment.duration_seconds} s] {segment.narration}\n   🎥 {segment.visual_prompt}"
@@ -30,7 +35,7 @@ def story_sets_blocks(sets: StorySets) -> list[str]:
 
 
 def meme_blocks(meme: MemeScript) -> list[str]:
-    blocks = [f"😂 {meme.title}"]
+    blocks = [f"😂 {meme.title}{_note(meme.note)}"]
     for number, seg in enumerate(meme.segments, start=1):
         blocks.append(f"{number}. {seg.setup}\n   → {seg.punchline}\n   🅰️ {seg.caption}\n   🎥 {seg.visual_prompt}")
     return blocks
@@ -41,7 +46,7 @@ def free_content_blocks(content: FreeContent) -> list[str]:
 
 
 def trend_blocks(report: TrendReport) -> list[str]:
-    blocks = [f"📈 Trending ideas: {report.niche}"]
+    blocks = [f"📈 Trending ideas: {report.niche}{_note(report.note)}"]
     for number, idea in enumerate(report.ideas, start=1):
         blocks.append(
             f"{number}. {idea.title}\n   Hook: {idea.hook}\n   Angle: {idea.angle}\n   Why now: {idea.why_now}"

@@ -3,6 +3,10 @@
 Serves both the enterprise (Vertex, ``v1beta1``) and the developer (Gemini API, ``v1beta``/``v1``)
 wire formats the google-genai SDK uses, with long-running video operations whose timing and outcome
 a test controls, so paid video jobs can be exercised without paying.
+
+Like Google, a finished Developer-API video names its file on Google's own host
+(``https://generativelanguage.googleapis.com/v1beta/files/<id>:download?alt=media``) whatever base URL
+the client used; the fake serves that download at its own base URL, as a proxy or gateway would.
 """
 
 from __future__ import annotations
@@ -58,6 +62,10 @@ _GOOGLE_STATUS = {
     504: "DEADLINE_EXCEEDED",
 }
 
+#: Where Google's Developer API says a generated file can be downloaded, whatever the client's base URL.
+GOOGLE_FILES_ORIGIN = "https://generativelanguage.googleapis.com"
+_DOWNLOAD_CHUNK = 64 * 1024
+
 _FILTER_REASON = "Sandbox: the prompt was blocked by the safety filter."
 _VERTEX_VIDEO_TYPE = "type.googleapis.com/cloud.ai.large_models.vision.GenerateVideoResponse"
 _MLDEV_VIDEO_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1beta.PredictLongRunningResponse"
@@ -95,7 +103,9 @@ class FakeGenAI(FakeUpstream):
     """Google GenAI (Veo ``predictLongRunning``, Imagen ``predict``, Gemini ``generateContent``).
 
     Attributes a test may change at run time: ``latency``, ``video_seconds``, ``polls_until_done``,
-    ``video_outcome``, ``image_outcome``, ``oversize_bytes``, ``download_redirect_to``.
+    ``video_outcome``, ``image_outcome``, ``oversize_bytes``, ``download_redirect_to``,
+    ``video_uri_origin`` (the host finished Developer-API videos name), ``download_chunked`` (serve
+    downloads without Content-Length, in pieces, counting in ``download_bytes_sent`` what was sent).
     """
 
     root_path = ""
@@ -122,6 +132,10 @@ class FakeGenAI(FakeUpstream):
         self.image_outcome: ImageOutcome = image_outcome
         self.oversize_bytes: int = oversize_bytes
         self.download_redirect_to: str | None = download_redirect_to
+        self.video_uri_origin: str = GOOGLE_FILES_ORIGIN
+        self.download_chunked: bool = False
+        #: Bytes each finished chunked download managed to send before it ended or the client left.
+        self.download_bytes_sent: list[int] = []
         self.operations: dict[str, _Operation] = {}
         self.files: dict[str, bytes] = {}
 
@@ -143,8 +157,12 @@ class FakeGenAI(FakeUpstream):
         return [r for r in self.requests if r.route == "download"]
 
     def download_url(self, file_id: str) -> str:
-        """Where the developer API says a generated video can be fetched."""
+        """Where this fake serves a generated video."""
         return f"{self.origin}/v1beta/files/{file_id}:download?alt=media"
+
+    def video_uri(self, file_id: str) -> str:
+        """The URI a finished Developer-API operation names for a video: on Google's host, like Google."""
+        return f"{self.video_uri_origin.rstrip('/')}/v1beta/files/{file_id}:download?alt=media"
 
     def error_body(self, code: int, message: str) -> dict[str, Any]:
         """Google's error shape."""
@@ -197,7 +215,7 @@ class FakeGenAI(FakeUpstream):
         body = recorded.json if isinstance(recorded.json, dict) else {}
 
         if route == "download":
-            return self._download(request)
+            return await self._download(request)
         if route == "operation":
             return self._poll(request, body)
         match = _MODEL_ACTION.match(request.path)
@@ -301,14 +319,12 @@ class FakeGenAI(FakeUpstream):
                 generated["raiMediaFilteredCount"] = 1
                 generated["raiMediaFilteredReasons"] = [_FILTER_REASON]
             else:
-                generated["generatedSamples"] = [
-                    {"video": {"uri": self.download_url(file_id)}} for file_id in op.file_ids
-                ]
+                generated["generatedSamples"] = [{"video": {"uri": self.video_uri(file_id)}} for file_id in op.file_ids]
             response = {"@type": _MLDEV_VIDEO_TYPE, "generateVideoResponse": generated}
         result["response"] = response
         return result
 
-    def _download(self, request: web.Request) -> web.Response:
+    async def _download(self, request: web.Request) -> web.StreamResponse:
         match = _DOWNLOAD.match(request.path)
         assert match is not None
         file_id = match.group("file")
@@ -318,7 +334,28 @@ class FakeGenAI(FakeUpstream):
         data = self.files.get(file_id) or self._all_files.get(file_id)
         if data is None:
             return self._error(404, f"Sandbox: file {file_id!r} not found.")
-        return web.Response(body=data, content_type="video/mp4")
+        if not self.download_chunked:
+            return web.Response(body=data, content_type="video/mp4")
+        return await self._download_chunked(request, data)
+
+    async def _download_chunked(self, request: web.Request, data: bytes) -> web.StreamResponse:
+        """Send ``data`` without a Content-Length, piece by piece, until done or the client leaves."""
+        response = web.StreamResponse(headers={"Content-Type": "video/mp4"})
+        response.enable_chunked_encoding()
+        sent = 0
+        try:
+            await response.prepare(request)
+            view = memoryview(data)
+            for start in range(0, len(data), _DOWNLOAD_CHUNK):
+                piece = view[start : start + _DOWNLOAD_CHUNK]
+                await response.write(piece.tobytes())
+                sent += len(piece)
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client stopped reading and closed the connection
+        finally:
+            self.download_bytes_sent.append(sent)
+        return response
 
     # -- Imagen -------------------------------------------------------------------------------------
 

@@ -66,11 +66,13 @@ def _count_words(text: str) -> int:
 class SchemaSynthesizer:
     """Builds a JSON document that validates against a (pydantic/OpenAI-style) JSON schema."""
 
-    def __init__(self, root: dict[str, Any], prompt: str) -> None:
+    def __init__(self, root: dict[str, Any], prompt: str, max_items: int | None = None) -> None:
         self.root = root
         self.topic_words = topic_words(prompt)
         match = _EXACTLY.search(prompt)
         self.exact_count: int | None = int(match.group(1)) if match else None
+        #: A lazy model's ceiling on the first list, whatever the prompt or the schema asks.
+        self.max_items = max_items
         self._first_array_seen = False
         self._counters: dict[str, int] = {}
 
@@ -178,6 +180,8 @@ class SchemaSynthesizer:
             count = _DEFAULT_ITEMS
         if isinstance(max_items, int):
             count = min(count, max_items)
+        if first and self.max_items is not None:
+            count = min(count, self.max_items)
         count = max(count, 0)
         singular = name[:-1] if name.endswith("s") and len(name) > 3 else name
         prefix = schema.get("prefixItems")
@@ -262,9 +266,10 @@ class SchemaSynthesizer:
         return text
 
 
-def synthesize_json(schema: dict[str, Any], prompt: str) -> Any:
-    """A document valid against ``schema``, with strings built from the words of ``prompt``."""
-    return SchemaSynthesizer(schema, prompt).build()
+def synthesize_json(schema: dict[str, Any], prompt: str, max_items: int | None = None) -> Any:
+    """A document valid against ``schema``, with strings built from the words of ``prompt``;
+    ``max_items`` caps its first list (a lazy model)."""
+    return SchemaSynthesizer(schema, prompt, max_items).build()
 
 
 class FakeOpenRouter(FakeUpstream):
@@ -337,6 +342,8 @@ class FakeOpenRouter(FakeUpstream):
             content, refusal = None, fault.text or ""
         elif fault is not None and fault.kind == "content":
             content = fault.text or ""
+        elif fault is not None and fault.kind == "lazy":
+            content = self.synthesize(body, max_items=fault.items)
         else:
             content = self.responder(body) if self.responder is not None else self.synthesize(body)
         if fault is not None and fault.kind == "finish_reason":
@@ -347,15 +354,15 @@ class FakeOpenRouter(FakeUpstream):
         return json_response(self._completion(body, content, refusal, finish_reason))
 
     @staticmethod
-    def synthesize(body: dict[str, Any]) -> str:
-        """Invent content that honours ``response_format``."""
+    def synthesize(body: dict[str, Any], max_items: int | None = None) -> str:
+        """Invent content that honours ``response_format``; ``max_items`` caps its first list."""
         prompt = last_user_text(body.get("messages"))
         response_format = body.get("response_format")
         kind = response_format.get("type") if isinstance(response_format, dict) else None
         if kind == "json_schema" and isinstance(response_format, dict):
             spec = response_format.get("json_schema") or {}
             schema = spec.get("schema") if isinstance(spec, dict) else None
-            document = synthesize_json(schema if isinstance(schema, dict) else {}, prompt)
+            document = synthesize_json(schema if isinstance(schema, dict) else {}, prompt, max_items)
             return json.dumps(document, ensure_ascii=False)
         words = prompt.split()[:12]
         if kind == "json_object":

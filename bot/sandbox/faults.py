@@ -29,6 +29,7 @@ FaultKind = Literal[
     "content",
     "finish_reason",
     "refusal",
+    "lazy",
 ]
 
 #: The faults a fake answers by itself; the rest change the content of an otherwise normal answer.
@@ -48,6 +49,7 @@ class Fault:
     body: Any = None
     seconds: float = 0.0
     text: str | None = None
+    items: int = 0
 
     @classmethod
     def status(
@@ -94,6 +96,12 @@ class Fault:
     def refusal(cls, text: str) -> Fault:
         """A completion whose message has ``content: null`` and ``refusal: text``."""
         return cls(kind="refusal", text=text)
+
+    @classmethod
+    def lazy(cls, items: int) -> Fault:
+        """A lazy model: a normal structured answer whose list has at most ``items`` entries,
+        however many the prompt asked for."""
+        return cls(kind="lazy", items=items)
 
     @property
     def is_transport(self) -> bool:

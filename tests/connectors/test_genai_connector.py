@@ -165,6 +165,56 @@ async def test_download_redirect_to_another_host_does_not_carry_the_key(fake_gen
         await other.stop()
 
 
+async def test_developer_video_named_on_googles_host_is_fetched_from_the_base_url(fake_genai: FakeGenAI) -> None:
+    genai_connector.configure_genai(genai_config(fake_genai))
+    try:
+        status = await finish(await start_video(model=MODEL, prompt="x", duration_seconds=4, aspect_ratio="16:9"))
+        assert status.video_uri is not None
+        assert status.video_uri.startswith("https://generativelanguage.googleapis.com/v1beta/files/")
+        assert is_mp4(await fetch_video(status))
+        [download] = fake_genai.download_requests
+        file_id = status.video_uri.split("files/")[1].split(":")[0]
+        assert download.path == f"/v1beta/files/{file_id}:download"
+        assert download.query == {"alt": "media"}
+        assert download.headers.get("x-goog-api-key") == "test-google-key"
+    finally:
+        await genai_connector.close_genai_client()
+
+
+async def test_developer_download_url_is_built_like_the_sdks_files_download() -> None:
+    config = genai_connector.GenAIConfig(api_key="k", base_url="https://gateway.example/google/")
+    uri = "https://generativelanguage.googleapis.com/v1beta/files/abc123:download?alt=media"
+    assert (
+        genai_connector.developer_download_url(uri, config)
+        == "https://gateway.example/google/v1beta/files/abc123:download?alt=media"
+    )
+    plain = genai_connector.GenAIConfig(api_key="k")
+    assert genai_connector.developer_download_url(uri, plain) == uri
+    assert genai_connector.developer_download_url("https://cdn.example/video.mp4", config) is None
+    enterprise = genai_connector.GenAIConfig(api_key="k", base_url="https://gateway.example", enterprise=True)
+    assert genai_connector.developer_download_url(uri, enterprise) is None
+
+
+async def test_oversized_streamed_download_is_refused_without_reading_it_all(fake_genai: FakeGenAI) -> None:
+    size, cap = 48 * 1024 * 1024, 1024 * 1024
+    fake_genai.video_outcome, fake_genai.oversize_bytes = "oversize", size
+    fake_genai.download_chunked = True  # no Content-Length: only reading tells the size
+    genai_connector.configure_genai(genai_config(fake_genai))
+    try:
+        status = await finish(await start_video(model=MODEL, prompt="x", duration_seconds=4, aspect_ratio="16:9"))
+        with pytest.raises(InvalidResponse, match="cap"):
+            await fetch_video(status, max_bytes=cap)
+        await genai_connector.close_genai_client()
+        for _ in range(500):
+            if fake_genai.download_bytes_sent:
+                break
+            await asyncio.sleep(0.01)
+        [sent] = fake_genai.download_bytes_sent
+        assert cap < sent < size // 2
+    finally:
+        await genai_connector.close_genai_client()
+
+
 async def test_enterprise_thumbnail_uses_imagen(fake_genai: FakeGenAI) -> None:
     genai_connector.configure_genai(genai_config(fake_genai, enterprise=True))
     image = await generate_image(model="imagen-4.0-generate-001", prompt="a dragon", aspect_ratio="16:9")

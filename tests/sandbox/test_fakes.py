@@ -120,6 +120,26 @@ async def test_json_schema_output_validates_and_honours_exactly_n(
     assert openrouter.chat_requests[0].json["response_format"]["type"] == "json_schema"
 
 
+async def test_fault_lazy_returns_fewer_items_than_asked_once(
+    oai: openai.AsyncOpenAI, openrouter: FakeOpenRouter
+) -> None:
+    async def scenes() -> int:
+        completion = await oai.chat.completions.create(
+            model="openai/gpt-4o-mini",
+            messages=[{"role": "user", "content": "A dragon learns to fly. Write exactly 5 scenes."}],
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "Storyboard", "strict": True, "schema": Storyboard.model_json_schema()},
+            },
+        )
+        content = completion.choices[0].message.content
+        assert content is not None and completion.choices[0].finish_reason == "stop"
+        return len(Storyboard.model_validate(json.loads(content)).scenes)
+
+    openrouter.inject(Fault.lazy(2), Fault.lazy(0))
+    assert [await scenes(), await scenes(), await scenes()] == [2, 0, 5]
+
+
 async def test_plain_text_and_request_recording(oai: openai.AsyncOpenAI, openrouter: FakeOpenRouter) -> None:
     completion = await _chat(oai)
     assert completion.choices[0].message.content == "Sandbox reply: Tell a story about a dragon who learns to fly"
@@ -371,19 +391,23 @@ async def test_veo_developer_mode(gemini: genai.Client, google: FakeGenAI) -> No
         assert op.result is not None and op.result.generated_videos
         video = op.result.generated_videos[0].video
         assert video is not None and video.uri is not None
-        assert video.uri.startswith(google.base_url + "/v1beta/files/")
-        async with session.get(video.uri) as response:
+        # Like Google: the file is named on Google's host whatever base URL the client used.
+        file_id = video.uri.split("files/")[1].split(":")[0]
+        assert video.uri == f"https://generativelanguage.googleapis.com/v1beta/files/{file_id}:download?alt=media"
+        async with session.get(google.download_url(file_id)) as response:
             assert response.status == 200 and response.content_type == "video/mp4"
             assert (await response.read()).startswith(MP4_FTYP)
 
-        file_id = video.uri.split("files/")[1].split(":")[0]
+        # The SDK takes the id from that URI and asks its own base URL: the fake serves it there.
+        assert (await gemini.aio.files.download(file=video)).startswith(MP4_FTYP)
+        assert google.download_requests[-1].path == f"/v1beta/files/{file_id}:download"
         assert (await gemini.aio.files.download(file=f"files/{file_id}")).startswith(MP4_FTYP)
 
         other = FakeGenAI()
         await other.start()
         try:
             google.download_redirect_to = other.base_url
-            async with session.get(video.uri, allow_redirects=False) as response:
+            async with session.get(google.download_url(file_id), allow_redirects=False) as response:
                 assert response.status == 302
                 assert response.headers["Location"] == other.download_url(file_id)
             # Finding: the SDK (aiohttp) forwards x-goog-api-key to the redirect target.
