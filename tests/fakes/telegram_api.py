@@ -163,6 +163,10 @@ class FakeTelegramAPI(FakeUpstream):
         self._files[file_id] = stored
         return file_id
 
+    def answer_with_local_path(self, file_id: str, path: str) -> None:
+        """Play a Bot API server run with ``--local``: getFile answers this absolute path on disk."""
+        self._files[file_id].file_path = path
+
     def photo(self, data: bytes, *, file_size: int | None = None) -> list[dict[str, Any]]:
         """A ``photo`` array (a small thumbnail first, the full size last) for ``data``."""
         small = self.add_file(data[:64], suffix="jpg")

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bot.telegram.app import TelegramOptions
 from tests.bot.helpers import PNG_SIGNATURE, png_bytes
 from tests.fakes.telegram_api import ApiCall
-from tests.telegram.conftest import StartBot, TelegramBot
+from tests.telegram.conftest import EAGER_PROGRESS, StartBot, TelegramBot
 
 CHAT = 310
 MB = 1024 * 1024
@@ -91,3 +92,37 @@ async def test_self_hosted_undeclared_image_under_the_cap_is_streamed_whole(star
     calls = await tg.push(tg.api.message(CHAT, caption="/character Hero", document=document))
     assert shown(calls)[1].startswith("🧑\u200d🎨 Hero")
     assert tg.api.bytes_served == len(image)
+
+
+async def test_httpx_transport_streams_with_the_cap_too(start_bot: StartBot) -> None:
+    tg: TelegramBot = await start_bot(
+        TelegramOptions(transport="httpx", progress=EAGER_PROGRESS, poll_timeout=5), telegram_local_api=True
+    )
+    tg.api.download_limit = None
+    document = tg.api.document(PNG_SIGNATURE, "huge.png", "image/png", padded_to=200 * MB)
+    del document["file_size"]
+    calls = await tg.push(tg.api.message(CHAT, caption="/character Huge", document=document))
+    assert shown(calls)[-1] == "⚠️ The image is over the 10 MB limit. Please send a smaller image."
+    assert tg.api.bytes_served < 200 * MB
+
+
+async def test_a_local_bot_api_path_is_read_from_disk(start_bot: StartBot, tmp_path: Path) -> None:
+    """A server run with --local answers getFile with a path on this machine: read, capped, from disk."""
+    tg = await self_hosted(start_bot)
+    picture = tmp_path / "hero.png"
+    picture.write_bytes(png_bytes())
+    document = tg.api.document(b"unused", "hero.png", "image/png")
+    del document["file_size"]
+    tg.api.answer_with_local_path(document["file_id"], str(picture))
+    calls = await tg.push(tg.api.message(CHAT, caption="/character Hero", document=document))
+    assert shown(calls)[1].startswith("🧑\u200d🎨 Hero")
+    huge = tmp_path / "huge.png"
+    with huge.open("wb") as sparse:
+        sparse.write(PNG_SIGNATURE)
+        sparse.truncate(200 * MB)
+    document = tg.api.document(b"unused", "huge.png", "image/png")
+    del document["file_size"]
+    tg.api.answer_with_local_path(document["file_id"], str(huge))
+    calls = await tg.push(tg.api.message(CHAT, caption="/character Huge", document=document))
+    assert shown(calls)[-1] == "⚠️ The image is over the 10 MB limit. Please send a smaller image."
+    assert tg.api.bytes_served == 0
