@@ -30,9 +30,12 @@ def megabytes(size: int) -> str:
 def image_too_large(max_bytes: int, size: int | None = None) -> UserInputError:
     """The refusal for an upload over ``max_bytes``; ``size`` when it is known (declared or read)."""
     limit = megabytes(max_bytes)
-    if size is None or round(size / MB, 1) <= max_bytes / MB:  # "10.0 MB; the limit is 10 MB" reads wrong
+    if size is None:
         return UserInputError(f"The image is over the {limit} limit. Please send a smaller image.")
-    return UserInputError(f"The image is {size / MB:.1f} MB; the limit is {limit}.")
+    shown = f"{size / MB:.1f} MB"
+    if round(size / MB, 1) <= max_bytes / MB:  # "10.0 MB; the limit is 10 MB" would read as allowed
+        shown = f"more than {limit}"
+    return UserInputError(f"The image is {shown}; the limit is {limit}.")
 
 
 def check_image(data: bytes, *, max_bytes: int, max_pixels: int) -> CheckedImage:

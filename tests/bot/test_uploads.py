@@ -75,7 +75,7 @@ async def test_a_declared_size_over_the_cap_is_refused_before_any_middleware_or_
     image = IncomingImage(filename="big.png", stream=upload.stream, size=10 * MB + 1)
     responder = RecordingResponder()
     reply = await core.handle(invocation("character", "Captain", image=image), responder)
-    assert reply.text == "⚠️ The image is over the 10 MB limit. Please send a smaller image."
+    assert reply.text == "⚠️ The image is more than 10 MB; the limit is 10 MB."
     assert reached == [] and not upload.opened
     text, media = upstreams
     assert text.requests == [] and media.requests == []
