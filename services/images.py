@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from connectors.errors import UserInputError
 
+MB = 1024 * 1024
 ALLOWED_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
 
 
@@ -18,6 +19,23 @@ class CheckedImage(BaseModel):
     mime_type: str
     width: int
     height: int
+
+
+def megabytes(size: int) -> str:
+    """``10 MB``, ``1.5 MB``, ``25.0 MB``: a size as users read it (whole limits without a decimal)."""
+    value = size / MB
+    return f"{value:.0f} MB" if value.is_integer() else f"{value:.1f} MB"
+
+
+def image_too_large(max_bytes: int, size: int | None = None) -> UserInputError:
+    """The refusal for an upload over ``max_bytes``; ``size`` when it is known (declared or read)."""
+    limit = megabytes(max_bytes)
+    if size is None:
+        return UserInputError(f"The image is over the {limit} limit. Please send a smaller image.")
+    shown = f"{size / MB:.1f} MB"
+    if round(size / MB, 1) <= max_bytes / MB:  # "10.0 MB; the limit is 10 MB" would read as allowed
+        shown = f"more than {limit}"
+    return UserInputError(f"The image is {shown}; the limit is {limit}.")
 
 
 def check_image(data: bytes, *, max_bytes: int, max_pixels: int) -> CheckedImage:
@@ -29,9 +47,7 @@ def check_image(data: bytes, *, max_bytes: int, max_pixels: int) -> CheckedImage
     if not data:
         raise UserInputError("The image is empty (0 bytes). Please send the picture again.")
     if len(data) > max_bytes:
-        raise UserInputError(
-            f"The image is {len(data) / 1_048_576:.1f} MB; the limit is {max_bytes / 1_048_576:.0f} MB."
-        )
+        raise image_too_large(max_bytes, len(data))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

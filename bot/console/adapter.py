@@ -10,13 +10,13 @@ import asyncio
 import re
 import sys
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import TextIO
 
-from bot.core.context import ChatRef, IncomingImage, Invocation, UserRef
+from bot.core.context import ChatRef, IncomingImage, Invocation, UserRef, regular_file_chunks
 from bot.core.dispatcher import ChatCore
 from bot.core.replies import Reply
-from connectors.errors import UserInputError
 
 CONSOLE_USER = UserRef(platform="console", id="local", name="you")
 CONSOLE_CHAT = ChatRef(platform="console", id="local")
@@ -56,13 +56,12 @@ class ConsoleSender:
 
 
 def _file_image(path: Path) -> IncomingImage:
-    async def read() -> bytes:
-        try:
-            return await asyncio.to_thread(path.read_bytes)
-        except OSError:
-            raise UserInputError(f"There is no image file at {path}.") from None
-
-    return IncomingImage(filename=path.name, read=read, size=path.stat().st_size if path.is_file() else None)
+    """A local file as the upload: its size is declared up front, and only a regular file is read."""
+    return IncomingImage(
+        filename=path.name,
+        stream=partial(regular_file_chunks, path),
+        size=path.stat().st_size if path.is_file() else None,
+    )
 
 
 _FIRST_WORD = re.compile(r"""^(image=)?(?:"([^"]*)"|'([^']*)'|(\S+))\s*(.*)$""", re.DOTALL)

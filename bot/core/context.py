@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import stat
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from bot.core.commands import Command
+from connectors.errors import UserInputError
 from services.budgets import Reservation
+from services.config import service_config
+from services.images import image_too_large
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +41,79 @@ class ChatRef:
     is_private: bool = True
 
 
+#: How an adapter streams an upload from its platform: chunks, in order, fetched as they are asked for.
+ChunkStream = Callable[[], AsyncIterator[bytes]]
+#: A local file is read this much at a time (one thread hop per chunk).
+FILE_CHUNK_BYTES = 1024 * 1024
+
+
 @dataclass(frozen=True)
 class IncomingImage:
-    """An uploaded file, read only when a handler needs it (downloads cost time and memory)."""
+    """An uploaded file, fetched only when a handler reads it and never past the size cap.
+
+    Adapters say how their platform streams a file (``stream``) and what size it declared (``size``);
+    the cap is enforced here, so no adapter can read a file the bot would refuse anyway.
+    """
 
     filename: str
-    read: Callable[[], Awaitable[bytes]]
+    stream: ChunkStream
     size: int | None = None
     content_type: str | None = None
+
+    def check_declared_size(self, max_bytes: int | None = None) -> None:
+        """Refuse by the platform's declared size, before a byte is downloaded."""
+        limit = max_bytes if max_bytes is not None else service_config().max_image_bytes
+        if self.size is not None and self.size > limit:
+            raise image_too_large(limit, self.size)
+
+    async def read(self, max_bytes: int | None = None) -> bytes:
+        """The file's bytes; refused by its declared size first, then as soon as the stream passes
+        ``max_bytes`` (default ``MAX_IMAGE_BYTES``), so memory stays bounded whatever is sent."""
+        limit = max_bytes if max_bytes is not None else service_config().max_image_bytes
+        self.check_declared_size(limit)
+        chunks: list[bytes] = []
+        received = 0
+        stream = self.stream()
+        try:
+            async for chunk in stream:
+                received += len(chunk)
+                if received > limit:
+                    raise image_too_large(limit)
+                chunks.append(chunk)
+        finally:
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                await close()
+        return b"".join(chunks)
+
+
+def bytes_image(filename: str, data: bytes, content_type: str | None = None) -> IncomingImage:
+    """An upload already in memory (a re-run, a test)."""
+
+    async def stream() -> AsyncIterator[bytes]:
+        yield data
+
+    return IncomingImage(filename=filename, stream=stream, size=len(data), content_type=content_type)
+
+
+async def regular_file_chunks(path: Path) -> AsyncIterator[bytes]:
+    """A local file in chunks; only a regular file (not a device like /dev/zero, a FIFO or a directory).
+
+    Opened without blocking, so a FIFO with no writer is refused at once instead of hanging.
+    """
+    try:
+        fd = await asyncio.to_thread(os.open, path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    except FileNotFoundError:
+        raise UserInputError(f"There is no image file at {path}.") from None
+    except OSError as exc:
+        raise UserInputError(f"I cannot read {path} ({exc.strerror or 'not readable'}).") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UserInputError(f"{path} is not a regular file. Please name an image file.")
+        while chunk := await asyncio.to_thread(os.read, fd, FILE_CHUNK_BYTES):
+            yield chunk
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)

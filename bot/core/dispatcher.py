@@ -119,6 +119,8 @@ class ChatCore:
         )
         log.info("[%s] /%s from %s", correlation_id, command.name, invocation.user.key)
         try:
+            if context.image is not None:
+                context.image.check_declared_size()  # before any guard, budget or download
             return await self.run_context(context)
         except UserInputError as exc:
             return Reply.error(exc.user_message)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -67,23 +67,19 @@ def cdn_origins(settings: Settings) -> frozenset[str]:
     return DISCORD_CDN_HOSTS | {f"{api.host}:{api.port}"}
 
 
-def _attachment_image(attachment: discord.Attachment, max_bytes: int, origins: frozenset[str]) -> IncomingImage:
-    """The upload, downloaded from the CDN only when the handler reads it, and never when too big
-    or when its URL points anywhere but Discord's CDN."""
+def _attachment_image(attachment: discord.Attachment, origins: frozenset[str]) -> IncomingImage:
+    """The upload, fetched from the CDN only when the handler reads it, and never when its URL points
+    anywhere but Discord's CDN. Its declared ``size`` is checked by the chat core before that."""
 
-    async def read() -> bytes:
-        if attachment.size > max_bytes:
-            raise UserInputError(
-                f"The image is {attachment.size / 1048576:.1f} MB; the limit is {max_bytes / 1048576:.1f} MB."
-            )
+    async def stream() -> AsyncIterator[bytes]:
         url = yarl.URL(attachment.url)
         if url.host not in origins and f"{url.host}:{url.port}" not in origins:
             log.warning("refusing to fetch an attachment outside Discord's CDN: %s", url.host)
             raise UserInputError("That attachment does not come from Discord, so I will not fetch it.")
-        return await attachment.read()
+        yield await attachment.read()
 
     return IncomingImage(
-        filename=attachment.filename, read=read, size=attachment.size, content_type=attachment.content_type
+        filename=attachment.filename, stream=stream, size=attachment.size, content_type=attachment.content_type
     )
 
 
@@ -176,7 +172,7 @@ class DiscordBridge:
         options: dict[str, Any] = {}
         for name, value in values.items():
             if isinstance(value, discord.Attachment):
-                image = _attachment_image(value, self.runtime.settings.max_image_bytes, self.cdn_origins)
+                image = _attachment_image(value, self.cdn_origins)
             elif value is not None:
                 options[name] = value
         user = interaction.user

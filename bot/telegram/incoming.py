@@ -5,13 +5,17 @@ Only the translation lives here; arguments are parsed and validated by the chat 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
-from telegram import ChatMember, Message, MessageEntity, User
+from telegram import ChatMember, File, Message, MessageEntity, User
 from telegram.error import BadRequest
+from telegram.request import BaseRequest
 
-from bot.core.context import ChatRef, IncomingImage, Invocation, UserRef
+from bot.core.context import ChatRef, IncomingImage, Invocation, UserRef, regular_file_chunks
+from bot.telegram.request import AiohttpRequest
 from connectors.errors import UserInputError
 
 PLATFORM = "telegram"
@@ -102,7 +106,7 @@ def image_of(message: Message, download_limit: int | None) -> IncomingImage | No
         return None
     bot = message.get_bot()
 
-    async def read() -> bytes:
+    async def stream() -> AsyncIterator[bytes]:
         if download_limit is not None and size is not None and size > download_limit:
             raise UserInputError(
                 f"That file is {size / 1024 / 1024:.1f} MB; Telegram lets bots download files up to "
@@ -116,6 +120,31 @@ def image_of(message: Message, download_limit: int | None) -> IncomingImage | No
                     "That file is too big for a bot to download (20 MB). Please send a smaller image."
                 ) from exc
             raise
-        return bytes(await telegram_file.download_as_bytearray())
+        async for chunk in file_chunks(bot.request, telegram_file):
+            yield chunk
 
-    return IncomingImage(filename=filename, read=read, size=size, content_type=mime)
+    return IncomingImage(filename=filename, stream=stream, size=size, content_type=mime)
+
+
+async def file_chunks(request: BaseRequest, telegram_file: File) -> AsyncIterator[bytes]:
+    """A file from ``getFile`` as a stream: over the bot's aiohttp transport (a short-lived one when the
+    bot uses another), or from disk when a local Bot API server hands out a path."""
+    if not telegram_file.file_path:
+        raise UserInputError("Telegram did not give me that file. Please send it again.")
+    parts = urlsplit(telegram_file.file_path)
+    if parts.scheme not in ("http", "https"):
+        async for chunk in regular_file_chunks(Path(telegram_file.file_path)):
+            yield chunk
+        return
+    url = urlunsplit(parts._replace(path=quote(parts.path)))
+    if isinstance(request, AiohttpRequest):
+        async for chunk in request.stream(url):
+            yield chunk
+        return
+    transport = AiohttpRequest(1)
+    await transport.initialize()
+    try:
+        async for chunk in transport.stream(url):
+            yield chunk
+    finally:
+        await transport.shutdown()

@@ -8,6 +8,7 @@ class only moves bytes and turns transport failures into ``TimedOut`` / ``Networ
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 from urllib.request import getproxies, proxy_bypass
@@ -18,6 +19,8 @@ from telegram._utils.types import ODVInput
 from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, RequestData
 
+#: A download is handed on this much at a time.
+DOWNLOAD_CHUNK_BYTES = 256 * 1024
 FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
@@ -97,6 +100,25 @@ class AiohttpRequest(BaseRequest):
             raise TimedOut from exc
         except aiohttp.ClientError as exc:
             raise NetworkError(f"aiohttp.{type(exc).__name__}: {exc}") from exc
+
+    async def stream(self, url: str, chunk_bytes: int = DOWNLOAD_CHUNK_BYTES) -> AsyncIterator[bytes]:
+        """A file download in chunks as they arrive, so the reader can stop at its size cap (PTB's
+        ``File.download_*`` hold the whole file in memory first). The URL carries the bot token:
+        never put it in an error or a log line."""
+        session = self._session
+        if session is None or session.closed:
+            raise RuntimeError("This AiohttpRequest is not initialized!")
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout, sock_read=self._read_timeout)
+        try:
+            async with session.get(url, timeout=timeout, proxy=self._proxy_for(url)) as response:
+                if response.status != 200:
+                    raise NetworkError(f"file download answered HTTP {response.status}")
+                async for chunk in response.content.iter_chunked(chunk_bytes):
+                    yield chunk
+        except TimeoutError as exc:
+            raise TimedOut from exc
+        except aiohttp.ClientError as exc:
+            raise NetworkError(f"file download failed: aiohttp.{type(exc).__name__}") from exc
 
     def _proxy_for(self, url: str) -> str | None:
         """HTTP(S)_PROXY / NO_PROXY from the environment, decided once per origin."""

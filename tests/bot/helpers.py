@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from bot.core.context import ChatRef, IncomingImage, Invocation, UserRef
+from bot.core.context import ChatRef, IncomingImage, Invocation, UserRef, bytes_image
 from bot.core.replies import Reply
 
 USER = UserRef(platform="test", id="42", name="tester")
@@ -60,7 +60,4 @@ def bomb_png(width: int = 30_000, height: int = 30_000) -> bytes:
 
 
 def uploaded(data: bytes, filename: str = "upload.png") -> IncomingImage:
-    async def read() -> bytes:
-        return data
-
-    return IncomingImage(filename=filename, read=read, size=len(data))
+    return bytes_image(filename, data)

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from bot.console.adapter import CONSOLE_USER, parse_line, run_console
 from bot.core.catalog import build_commands
 from bot.core.dispatcher import SANDBOX_FOOTER, ChatCore
+from connectors.errors import UserInputError
 from services.memory import UserMemory
 from tests.bot.helpers import PNG_SIGNATURE, RecordingResponder, png_bytes
 from tests.fakes import FakeGenAI, FakeOpenRouter
@@ -115,6 +117,44 @@ async def test_missing_image_file_for_video_is_refused(upstreams: Upstreams, cor
     _, media = upstreams
     assert media.video_generation_requests == []
     assert reply.is_error
+
+
+def fifo(tmp_path: Path) -> Path:
+    path = tmp_path / "pipe.png"
+    os.mkfifo(path)
+    return path
+
+
+def directory(tmp_path: Path) -> Path:
+    path = tmp_path / "folder.png"
+    path.mkdir()
+    return path
+
+
+@pytest.mark.parametrize("make_path", [lambda _: Path("/dev/zero"), fifo, directory], ids=["dev-zero", "fifo", "dir"])
+async def test_only_a_regular_file_is_read(
+    upstreams: Upstreams, core: ChatCore, tmp_path: Path, make_path: Callable[[Path], Path]
+) -> None:
+    """/dev/zero never ends and a FIFO without a writer never answers: both are refused at once."""
+    path = make_path(tmp_path)
+    parsed = parse_line(core, f"/character image={path} Captain")
+    assert parsed is not None and parsed.image is not None
+    reply = await core.handle(parsed, RecordingResponder())
+    assert reply.is_error
+    assert reply.text == f"⚠️ {path} is not a regular file. Please name an image file."
+    text, media = upstreams
+    assert text.requests == [] and media.requests == []
+
+
+async def test_a_file_that_grows_past_the_cap_while_read_is_cut_off(core: ChatCore, tmp_path: Path) -> None:
+    path = tmp_path / "growing.png"
+    path.write_bytes(PICTURE)
+    parsed = parse_line(core, f"/character image={path} Captain")
+    assert parsed is not None and parsed.image is not None
+    with path.open("ab") as grown:
+        grown.truncate(len(PICTURE) + 11 * 1024 * 1024)
+    with pytest.raises(UserInputError, match=r"^The image is over the 10 MB limit\. Please send a smaller image\.$"):
+        await parsed.image.read()
 
 
 def test_a_file_name_is_only_an_image_for_commands_that_take_one(core: ChatCore, picture: Path) -> None:

@@ -145,6 +145,15 @@ async def test_an_attachment_over_the_size_limit_is_refused_before_download_and_
     assert not [r for r in bot.fake.requests if r.route == "cdn"]
 
 
+async def test_an_attachment_declared_over_the_cap_is_never_fetched(bot: DiscordBot) -> None:
+    image = bot.fake.add_attachment("huge.png", png_bytes(), size=200 * 1024 * 1024)
+    d = await bot.fake.slash("video", {"prompt": "a cat surfing"}, attachments={"image": image})
+    final = await bot.final(d)
+    assert final.payload["content"] == "⚠️ The image is 200.0 MB; the limit is 10 MB."
+    assert bot.fake.cdn_bytes_served == 0 and not [r for r in bot.fake.requests if r.route == "cdn"]
+    assert bot.genai.requests == []
+
+
 async def test_video_from_a_prompt_and_an_image_is_posted_as_a_file(bot: DiscordBot) -> None:
     image = bot.fake.add_attachment("frame.png", png_bytes())
     d = await bot.fake.slash(

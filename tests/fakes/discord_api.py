@@ -122,6 +122,8 @@ class FakeDiscord(FakeUpstream):
         self.calls: list[DiscordCall] = []
         self.commands: dict[str | None, list[dict[str, Any]]] = {}
         self.cdn: dict[str, tuple[bytes, str]] = {}
+        #: Attachment bytes the CDN sent (zero when every upload was refused by its declared size).
+        self.cdn_bytes_served = 0
         self.messages: dict[str, dict[str, Any]] = {}
         self.sockets: list[web.WebSocketResponse] = []
         self.identified = asyncio.Event()
@@ -154,8 +156,11 @@ class FakeDiscord(FakeUpstream):
                         return call
                 await self._changed.wait()
 
-    def add_attachment(self, filename: str, data: bytes, content_type: str = "image/png") -> dict[str, Any]:
-        """Host ``data`` on the CDN and return the ``resolved.attachments`` entry for it."""
+    def add_attachment(
+        self, filename: str, data: bytes, content_type: str = "image/png", *, size: int | None = None
+    ) -> dict[str, Any]:
+        """Host ``data`` on the CDN and return the ``resolved.attachments`` entry for it; ``size`` is
+        what Discord declares (``len(data)`` unless given: a 200 MB upload need not be allocated)."""
         attachment_id = _snowflake(self._ids)
         path = f"/attachments/{self.channel_id}/{attachment_id}/{filename}"
         self.cdn[path] = (data, content_type)
@@ -163,7 +168,7 @@ class FakeDiscord(FakeUpstream):
         return {
             "id": attachment_id,
             "filename": filename,
-            "size": len(data),
+            "size": len(data) if size is None else size,
             "url": url,
             "proxy_url": url,
             "content_type": content_type,
@@ -351,6 +356,7 @@ class FakeDiscord(FakeUpstream):
             stored = self.cdn.get(request.path)
             if stored is None:
                 return web.Response(status=404)
+            self.cdn_bytes_served += len(stored[0])
             return web.Response(body=stored[0], content_type=stored[1])
         content_type = request.headers.get("Content-Type", "")
         payload, files = recorded.json, []

@@ -31,6 +31,7 @@ CAPTION_LIMIT = 1024
 PHOTO_UPLOAD_LIMIT = 10 * 1024 * 1024
 UPLOAD_LIMIT = 50 * 1024 * 1024
 DOWNLOAD_LIMIT = 20 * 1024 * 1024
+FILE_CHUNK = 64 * 1024
 HANG_GUARD_SECONDS = 20.0
 ADMIN_RIGHTS = (
     "can_delete_messages",
@@ -80,9 +81,16 @@ class ApiCall:
 
 @dataclass
 class StoredFile:
+    """A file the bot may download: ``data``, then zeros up to ``served_size`` (made as they are sent,
+    so a 200 MB file costs the test no memory)."""
+
     data: bytes = field(repr=False)
     file_size: int
     file_path: str
+    served_size: int = 0
+
+    def __post_init__(self) -> None:
+        self.served_size = max(self.served_size, len(self.data))
 
 
 class FakeTelegramAPI(FakeUpstream):
@@ -94,9 +102,20 @@ class FakeTelegramAPI(FakeUpstream):
 
     root_path = "/bot"
 
-    def __init__(self, token: str, *, rate_limit: float | None = None, record_uploads: bool = True) -> None:
+    def __init__(
+        self,
+        token: str,
+        *,
+        rate_limit: float | None = None,
+        record_uploads: bool = True,
+        download_limit: int | None = DOWNLOAD_LIMIT,
+    ) -> None:
         super().__init__(0.0)
         self.token = token
+        #: getFile refuses files above this, like api.telegram.org; None plays a self-hosted server.
+        self.download_limit = download_limit
+        #: File bytes written to bot downloads so far (what a capped reader must keep small).
+        self.bytes_served = 0
         self.rate_limit = rate_limit
         self.record_uploads = record_uploads
         self.calls: list[ApiCall] = []
@@ -133,15 +152,20 @@ class FakeTelegramAPI(FakeUpstream):
         """Answer the next call of ``method`` (None = any but getUpdates) with a status fault."""
         self._method_faults.append((method, fault))
 
-    def add_file(self, data: bytes, *, file_size: int | None = None, suffix: str = "jpg") -> str:
-        """Store a file the bot may download; ``file_size`` may lie (e.g. to claim 25 MB)."""
+    def add_file(self, data: bytes, *, file_size: int | None = None, suffix: str = "jpg", padded_to: int = 0) -> str:
+        """Store a file the bot may download; ``file_size`` may lie (e.g. to claim 25 MB);
+        ``padded_to`` serves zeros after ``data`` up to that many bytes, generated lazily."""
         number = next(self._file_ids)
         file_id = f"file-{number}"
         # A path that never exists on local disk, or PTB would read the local file instead.
-        self._files[file_id] = StoredFile(
-            data, len(data) if file_size is None else file_size, f"fake/{number}.{suffix}"
-        )
+        stored = StoredFile(data, 0, f"fake/{number}.{suffix}", padded_to)
+        stored.file_size = stored.served_size if file_size is None else file_size
+        self._files[file_id] = stored
         return file_id
+
+    def answer_with_local_path(self, file_id: str, path: str) -> None:
+        """Play a Bot API server run with ``--local``: getFile answers this absolute path on disk."""
+        self._files[file_id].file_path = path
 
     def photo(self, data: bytes, *, file_size: int | None = None) -> list[dict[str, Any]]:
         """A ``photo`` array (a small thumbnail first, the full size last) for ``data``."""
@@ -153,8 +177,11 @@ class FakeTelegramAPI(FakeUpstream):
             {"file_id": full, "file_unique_id": f"u-{full}", "width": 800, "height": 800, "file_size": size},
         ]
 
-    def document(self, data: bytes, filename: str, mime_type: str, *, file_size: int | None = None) -> dict[str, Any]:
-        file_id = self.add_file(data, file_size=file_size, suffix=filename.rsplit(".", 1)[-1])
+    def document(
+        self, data: bytes, filename: str, mime_type: str, *, file_size: int | None = None, padded_to: int = 0
+    ) -> dict[str, Any]:
+        file_id = self.add_file(data, file_size=file_size, suffix=filename.rsplit(".", 1)[-1], padded_to=padded_to)
+        file_size = self._files[file_id].file_size
         return {
             "file_id": file_id,
             "file_unique_id": f"u-{file_id}",
@@ -285,7 +312,7 @@ class FakeTelegramAPI(FakeUpstream):
 
     async def dispatch(self, request: web.Request, recorded: RecordedRequest) -> web.StreamResponse:
         if request.path.startswith("/file/bot"):
-            return self._download(request.path)
+            return await self._download(request)
         parts = request.path.split("/")
         if len(parts) != 3 or not parts[1].startswith("bot"):
             return self._error(404, "Not Found")
@@ -338,15 +365,32 @@ class FakeTelegramAPI(FakeUpstream):
         self._sent_times.append(now)
         return None
 
-    def _download(self, path: str) -> web.Response:
+    async def _download(self, request: web.Request) -> web.StreamResponse:
         prefix = f"/file/bot{self.token}/"
-        if not path.startswith(prefix):
+        if not request.path.startswith(prefix):
             return self._error(401, "Unauthorized")
-        wanted = path[len(prefix) :]
-        for stored in self._files.values():
-            if stored.file_path == wanted:
-                return web.Response(body=stored.data, content_type="application/octet-stream")
-        return self._error(404, "Not Found")
+        wanted = request.path[len(prefix) :]
+        stored = next((f for f in self._files.values() if f.file_path == wanted), None)
+        if stored is None:
+            return self._error(404, "Not Found")
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        response.content_length = stored.served_size
+        await response.prepare(request)
+        try:
+            await self._serve(response, stored.data)
+            padding = stored.served_size - len(stored.data)
+            zeros = bytes(min(padding, FILE_CHUNK))
+            while padding > 0:
+                await self._serve(response, zeros[:padding])
+                padding -= len(zeros)
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the bot stopped reading: what a size cap does
+        return response
+
+    async def _serve(self, response: web.StreamResponse, chunk: bytes) -> None:
+        await response.write(chunk)
+        self.bytes_served += len(chunk)
 
     # -- methods ---------------------------------------------------------------------------------------
 
@@ -475,7 +519,7 @@ class FakeTelegramAPI(FakeUpstream):
         stored = self._files.get(file_id)
         if stored is None:
             raise _ApiError(400, "Bad Request: invalid file_id")
-        if stored.file_size > DOWNLOAD_LIMIT:
+        if self.download_limit is not None and stored.file_size > self.download_limit:
             raise _ApiError(400, "Bad Request: file is too big")
         return {
             "file_id": file_id,

@@ -4,7 +4,9 @@ ways an upload goes wrong (0 bytes, not an image, over Telegram's 20 MB bot down
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 
+from services.config import configure_services, service_config
 from tests.bot.helpers import png_bytes
 from tests.fakes.telegram_api import ApiCall
 from tests.telegram.conftest import TelegramBot
@@ -63,6 +65,8 @@ async def test_a_text_file_as_character_is_refused(tg: TelegramBot) -> None:
 
 
 async def test_over_the_20_mb_bot_download_limit(tg: TelegramBot) -> None:
+    """With MAX_IMAGE_BYTES above Telegram's cloud limit, the cloud limit is the one that binds."""
+    configure_services(replace(service_config(), max_image_bytes=30 * 1024 * 1024))
     photo = tg.api.photo(png_bytes(), file_size=25 * 1024 * 1024)
     calls = await tg.push(tg.api.message(CHAT, caption="/character Big", photo=photo))
     assert shown(calls)[-1].startswith("⚠️ That file is 25.0 MB; Telegram lets bots download files up to 20 MB.")
