@@ -42,13 +42,18 @@ async def slow_sandbox() -> AsyncIterator[dict[str, str]]:
 
 
 async def fire_together(tmp_path: Path, env: dict[str, str], processes: int, *args: str) -> list[dict[str, Any]]:
-    """Start ``processes`` bot processes, let each fire its commands at the same moment, collect."""
+    """Start ``processes`` bot processes, let each fire its commands at the same moment, collect.
+
+    The user and chat are new for each call: the PostgreSQL database is shared by the test session.
+    """
+    who = ("--user", uuid.uuid4().hex[:12], "--chat", uuid.uuid4().hex[:12])
     started = [
         await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "tests.e2e.paid_commands",
             *args,
+            *who,
             env=env,
             cwd=Path(__file__).parents[2],
             stdin=asyncio.subprocess.PIPE,
@@ -109,10 +114,11 @@ async def test_two_processes_share_one_budget(
     """$5 a day, five 8 s clips ($3.20 each) from each of two processes at once: one clip in all
     (queued for a worker, as REDIS_URL makes it), nine clear refusals."""
     env = shared_env(tmp_path, sandbox, postgres_url, redis_url, BUDGET_USER_DAILY_USD="5")
+    jobs_before = len(await job_states(postgres_url))
     results = await fire_together(tmp_path, env, 2, "--command", "video", "--text", "a cat duration=8", "--n", "5")
     assert sum(result["paid"] for result in results) == 1, results
     assert sum(result["refused"] for result in results) == 9, results
-    assert len(await job_states(postgres_url)) == 1
+    assert len(await job_states(postgres_url)) == jobs_before + 1
 
 
 async def test_two_processes_stop_paid_text_at_the_budget(
