@@ -12,6 +12,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from connectors.errors import UserInputError
+from services.prompts import storable
 
 if TYPE_CHECKING:
     from bot.core.context import CommandContext
@@ -60,7 +61,7 @@ class Option:
                 raise UserInputError(f"{self.name} must be one of {', '.join(self.choices)} (got {raw!r}).")
             return choice
         if self.kind is OptionKind.TEXT:
-            text = " ".join(str(raw).split())
+            text = " ".join(storable(str(raw)).split())
             if self.max_length is not None and len(text) > self.max_length:
                 raise UserInputError(f"{self.name} is {len(text)} characters; the limit is {self.max_length}.")
             return text
@@ -180,6 +181,8 @@ def validate_arguments(command: Command, raw: Mapping[str, Any]) -> dict[str, An
         if opt.kind is OptionKind.IMAGE:
             continue
         given = raw.get(opt.name)
+        if isinstance(given, str):
+            given = storable(given)
         if given is None or (isinstance(given, str) and not given.strip()):
             if opt.required:
                 raise UserInputError(f"Missing {opt.name}: {opt.help}")
