@@ -60,7 +60,7 @@ async def analyze_character_from_image(
     instruction = "Analyse the main character in this image."
     if name:
         name = clean_prompt(name, what="name", max_chars=60)
-        instruction += f" Call the character {name!r}."
+        instruction += f' Call the character "{name}".'
     if notes:
         instruction += " Creator's notes: " + clean_prompt(notes, what="notes", max_chars=config.max_prompt_chars)
     data_url = f"data:{checked.mime_type};base64,{base64.b64encode(checked.data).decode()}"

@@ -13,7 +13,6 @@ from services.images import check_image
 from services.prompts import clean_prompt
 from services.usage import Usage
 
-
 MAX_TITLE_CHARS = 300
 
 
@@ -35,7 +34,7 @@ class Thumbnail(BaseModel):
 def thumbnail_prompt(title: str, summary: str | None, character: CharacterProfile | None) -> str:
     about = f" The video is about: {summary}." if summary else ""
     return (
-        f"A bold, high-contrast YouTube/TikTok thumbnail for a video titled {title!r}.{about}"
+        f'A bold, high-contrast YouTube/TikTok thumbnail for a video titled "{title}".{about}'
         f"{character_prompt_note(character)} One clear focal subject, expressive emotion, "
         "uncluttered background, no small text."
     )
