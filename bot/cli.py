@@ -14,7 +14,13 @@ from typing import Any
 from bot.console.adapter import ConsoleSender, run_console
 from bot.health import start_health_server
 from bot.logging_setup import configure_logging
-from bot.runtime import PlatformStartError, register_send_only_senders, start_runtime
+from bot.runtime import (
+    PlatformStartError,
+    check_media_dir,
+    check_upstreams,
+    register_send_only_senders,
+    start_runtime,
+)
 from connectors.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("reelwright")
@@ -32,7 +38,7 @@ def _secrets(settings: Settings) -> list[str]:
 
 
 async def serve_console(settings: Settings) -> int:
-    runtime = await start_runtime(settings)
+    runtime = await start_runtime(settings, console=True)
     stop = asyncio.Event()
     maintenance = asyncio.create_task(runtime.run_background(stop))
     try:
@@ -132,15 +138,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     sub.add_parser("console", help="a terminal chat running the same commands")
     sub.add_parser("worker", help="run queued generation jobs from REDIS_URL (for multi-process setups)")
     args = parser.parse_args(argv)
+    command = args.command or "run"
     try:
         settings = load_settings()
+        check_media_dir(settings.media_dir)
+        check_upstreams(settings, console=command == "console")
     except SettingsError as exc:
         print(f"reelwright: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(
         settings.log_level if args.command != "console" else "WARNING", _secrets(settings), settings.log_format
     )
-    command = args.command or "run"
     try:
         entry = {"console": serve_console, "worker": serve_worker}.get(command, serve_platforms)
         code = _run(entry(settings))

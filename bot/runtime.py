@@ -1,8 +1,11 @@
 """The composition root: settings in, connectors and services configured, the chat core built,
 and everything closed again in reverse order at shutdown.
 
-With no AI key the bot serves the sandbox upstream: the loopback fakes shipped in ``bot.sandbox``,
-started in this process, and every reply they produced is labelled as sandbox output.
+With no AI key the console serves the sandbox upstream: the loopback fakes shipped in ``bot.sandbox``,
+started in this process, and every reply they produced is labelled as sandbox output. A bot with a
+platform token answers real people, so it uses the sandbox only when ``REELWRIGHT_SANDBOX`` asks
+for it: without a text key it does not start, and without Google credentials its media commands
+say they are not set up.
 """
 
 from __future__ import annotations
@@ -12,10 +15,12 @@ import contextlib
 import importlib
 import logging
 import time
+import uuid
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Protocol
 
 from bot.core.catalog import build_commands
@@ -36,7 +41,7 @@ from connectors.genai_connector import GenAIConfig
 from connectors.openai_connector import OpenRouterConfig
 from connectors.redis_client import close_redis, configure_redis
 from connectors.resilience import GuardConfig as UpstreamGuardConfig
-from connectors.settings import Settings
+from connectors.settings import Settings, SettingsError
 from services.budgets import BudgetBook, BudgetLimits, LocalBudgets, RedisBudgets
 from services.characters import DatabaseCharacterBook
 from services.config import ServiceConfig, configure_services, service_config
@@ -54,6 +59,8 @@ log = logging.getLogger(__name__)
 
 SANDBOX_KEY = "sandbox-key"
 NO_KEY_FOR_LOCAL_SERVER = "no-key"
+#: What /video and /thumbnail answer on a bot with no Google credentials (and no sandbox on purpose).
+MEDIA_NOT_SET_UP = "its operator has to set GOOGLE_API_KEY (or GOOGLE_CLOUD_PROJECT for Vertex AI) first."
 
 
 class PlatformStartError(Exception):
@@ -76,6 +83,7 @@ class Runtime:
     core: ChatCore
     sandbox_upstreams: frozenset[str]
     stack: AsyncExitStack = field(default_factory=AsyncExitStack)
+    unavailable_upstreams: frozenset[str] = frozenset()
     senders: dict[str, ChatSender] = field(default_factory=dict)
     jobs: JobService | None = None
     queue: JobQueue | None = None
@@ -159,10 +167,39 @@ def upstream_guard_config(settings: Settings, *, max_concurrent: int, max_waitin
     )
 
 
-async def start_runtime(settings: Settings) -> Runtime:
-    """Configure every layer from ``settings``; the returned runtime owns what must be closed."""
+def check_media_dir(path: Path) -> None:
+    """Paid results are saved under MEDIA_DIR: make sure a file can be written there before any is paid for."""
+    if path.exists() and not path.is_dir():
+        raise SettingsError(f"Invalid setting MEDIA_DIR: {path} is a file, not a directory")
+    probe = path / f".reelwright-probe-{uuid.uuid4().hex}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise SettingsError(f"Invalid setting MEDIA_DIR: {path} is not a writable directory ({exc.strerror})") from None
+
+
+def check_upstreams(settings: Settings, *, console: bool) -> None:
+    """A bot that answers real people never makes up its text replies unless told to."""
+    if settings.text_sandbox and not (console or settings.sandbox_allowed):
+        raise SettingsError(
+            "Missing setting OPENROUTER_API_KEY: a bot with a Telegram or Discord token needs it (or "
+            "OPENROUTER_BASE_URL of a server of your own); REELWRIGHT_SANDBOX=1 serves made-up sandbox replies instead"
+        )
+
+
+async def start_runtime(settings: Settings, *, console: bool = False) -> Runtime:
+    """Configure every layer from ``settings``; the returned runtime owns what must be closed.
+
+    ``console``: a terminal chat for the operator, where the sandbox is always allowed.
+    """
+    check_media_dir(settings.media_dir)
+    check_upstreams(settings, console=console)
+    sandbox_allowed = console or settings.sandbox_allowed
     stack = AsyncExitStack()
     sandbox: set[str] = set()
+    unavailable: set[str] = set()
     openrouter_key = settings.openrouter_api_key.get_secret_value() if settings.openrouter_api_key else None
     openrouter_url = str(settings.openrouter_base_url).rstrip("/")
     if settings.text_sandbox:
@@ -180,7 +217,10 @@ async def start_runtime(settings: Settings) -> Runtime:
     genai_url = str(settings.genai_base_url).rstrip("/") if settings.genai_base_url else None
     enterprise = settings.genai_enterprise
     poll_initial, poll_max = settings.video_poll_initial_seconds, settings.video_poll_max_seconds
-    if settings.media_sandbox:
+    if settings.media_sandbox and not sandbox_allowed:
+        unavailable.add("media")
+        log.warning("no GOOGLE_API_KEY or GOOGLE_CLOUD_PROJECT: /video and /thumbnail are not set up on this bot")
+    elif settings.media_sandbox:
         fake_media = FakeGenAI(video_seconds=3.0)
         genai_url = await fake_media.start()
         stack.push_async_callback(fake_media.stop)
@@ -270,7 +310,13 @@ async def start_runtime(settings: Settings) -> Runtime:
         budgets=budgets if media_billed else None,
         video_model=settings.video_model,
     )
-    runtime = Runtime(settings=settings, core=ChatCore(CommandSet()), sandbox_upstreams=frozenset(sandbox), stack=stack)
+    runtime = Runtime(
+        settings=settings,
+        core=ChatCore(CommandSet()),
+        sandbox_upstreams=frozenset(sandbox),
+        stack=stack,
+        unavailable_upstreams=frozenset(unavailable),
+    )
     executor = JobExecutor(jobs, runtime.deliver_outcome)
     queue = JobQueue(executor, settings.redis_url, queue_name=settings.job_queue_name)
     await queue.start()
@@ -283,6 +329,8 @@ async def start_runtime(settings: Settings) -> Runtime:
         jobs=JobCommands(jobs, queue, executor),
         schedules=runtime.schedules,
     )
+    if "media" in unavailable:
+        commands.withhold("media", MEDIA_NOT_SET_UP)
     guards = Guards(
         GuardConfig(
             allowed_users=id_set(settings.allowed_users),

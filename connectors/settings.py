@@ -106,6 +106,10 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
     max_image_pixels: int = Field(default=40_000_000, gt=0)
 
+    # Made-up replies from the in-process sandbox upstreams when an AI key is missing: always in the
+    # console and with no platform token; with a platform token only when asked for.
+    reelwright_sandbox: bool = False
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
@@ -178,8 +182,18 @@ class Settings(BaseSettings):
 
     @property
     def media_sandbox(self) -> bool:
-        """No Google key and no project: media commands are served by the sandbox upstream."""
+        """No Google key and no project: media commands need the sandbox upstream (or are not set up)."""
         return self.google_api_key is None and self.google_cloud_project is None
+
+    @property
+    def serves_platforms(self) -> bool:
+        """A Telegram or Discord token is set: this bot answers real people."""
+        return self.telegram_bot_token is not None or self.discord_bot_token is not None
+
+    @property
+    def sandbox_allowed(self) -> bool:
+        """Made-up sandbox replies reach real people only when the operator asked for them."""
+        return self.reelwright_sandbox or not self.serves_platforms
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import base64
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from services.config import service_config
 from services.images import check_image
-from services.prompts import clean_prompt
+from services.prompts import clean_prompt, storable
 from services.structured import generate_structured
 from services.usage import Usage
 
@@ -27,6 +27,13 @@ class CharacterProfile(BaseModel):
         description="One dense paragraph to reuse verbatim in image/video prompts to keep the character consistent"
     )
 
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable(cls, value: str) -> str:
+        """A profile is model output that goes into the store as it is: no NUL or other character
+        the store cannot hold."""
+        return storable(value)
+
 
 class CharacterAnalysis(BaseModel):
     profile: CharacterProfile
@@ -35,6 +42,8 @@ class CharacterAnalysis(BaseModel):
     height: int
     usage: Usage
 
+
+UNNAMED_CHARACTER = "Character"
 
 CHARACTER_SYSTEM = (
     "You are a character designer for short videos. Describe the character in the image precisely "
@@ -50,7 +59,8 @@ async def analyze_character_from_image(
     checked = check_image(image, max_bytes=config.max_image_bytes, max_pixels=config.max_image_pixels)
     instruction = "Analyse the main character in this image."
     if name:
-        instruction += f" Call the character {clean_prompt(name, what='name', max_chars=60)!r}."
+        name = clean_prompt(name, what="name", max_chars=60)
+        instruction += f' Call the character "{name}".'
     if notes:
         instruction += " Creator's notes: " + clean_prompt(notes, what="notes", max_chars=config.max_prompt_chars)
     data_url = f"data:{checked.mime_type};base64,{base64.b64encode(checked.data).decode()}"
@@ -62,8 +72,8 @@ async def analyze_character_from_image(
         temperature=0.3,
     )
     profile = result.value
-    if name:
-        profile = profile.model_copy(update={"name": name.strip()})
+    if name or not profile.name.strip():
+        profile = profile.model_copy(update={"name": name or UNNAMED_CHARACTER})
     return CharacterAnalysis(
         profile=profile,
         image_mime_type=checked.mime_type,

@@ -41,6 +41,7 @@ class InMemoryCharacterBook:
 class DatabaseCharacterBook:
     async def remember(self, user_key: str, profile: CharacterProfile) -> None:
         """Insert or replace the user's character of that name (names are case-insensitive)."""
+        profile = CharacterProfile.model_validate(profile.model_dump())  # a copy made with model_copy is unchecked
         key = profile.name.strip().lower()
         async with sessions().begin() as session:
             await session.execute(

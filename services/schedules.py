@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 
 from connectors.database import sessions
 from connectors.errors import ReelwrightError, UserInputError
-from services.prompts import clean_prompt
+from services.prompts import clean_prompt, storable
 from services.store.models import SchedulePostRecord, ScheduleRecord, utcnow
 from services.trends import TrendReport, generate_trending_ideas
 
@@ -235,7 +235,7 @@ class ScheduleService:
         values: dict[str, object] = (
             {"state": "posted", "posted_at": self.clock(), "error": None}
             if error is None
-            else {"state": "failed", "error": error[:500], "claimed_at": self.clock()}
+            else {"state": "failed", "error": storable(error)[:500], "claimed_at": self.clock()}
         )
         async with sessions().begin() as session:
             await session.execute(

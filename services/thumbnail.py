@@ -13,6 +13,8 @@ from services.images import check_image
 from services.prompts import clean_prompt
 from services.usage import Usage
 
+MAX_TITLE_CHARS = 300
+
 
 class ThumbnailRequest(BaseModel):
     title: str
@@ -32,21 +34,28 @@ class Thumbnail(BaseModel):
 def thumbnail_prompt(title: str, summary: str | None, character: CharacterProfile | None) -> str:
     about = f" The video is about: {summary}." if summary else ""
     return (
-        f"A bold, high-contrast YouTube/TikTok thumbnail for a video titled {title!r}.{about}"
+        f'A bold, high-contrast YouTube/TikTok thumbnail for a video titled "{title}".{about}'
         f"{character_prompt_note(character)} One clear focal subject, expressive emotion, "
         "uncluttered background, no small text."
     )
 
 
-async def generate_thumbnail_image(request: ThumbnailRequest) -> Thumbnail:
-    """One thumbnail image for a title (and optionally a story summary and a character)."""
-    config = service_config()
-    title = clean_prompt(request.title, what="thumbnail title", max_chars=300)
+def validate_thumbnail_request(request: ThumbnailRequest) -> ThumbnailRequest:
+    """The request with its title and summary cleaned; bad text is refused before a job row or a paid call."""
+    title = clean_prompt(request.title, what="thumbnail title", max_chars=MAX_TITLE_CHARS)
     summary = (
-        clean_prompt(request.story_summary, what="story summary", max_chars=config.max_prompt_chars)
+        clean_prompt(request.story_summary, what="story summary", max_chars=service_config().max_prompt_chars)
         if request.story_summary
         else None
     )
+    return request.model_copy(update={"title": title, "story_summary": summary})
+
+
+async def generate_thumbnail_image(request: ThumbnailRequest) -> Thumbnail:
+    """One thumbnail image for a title (and optionally a story summary and a character)."""
+    config = service_config()
+    request = validate_thumbnail_request(request)
+    title, summary = request.title, request.story_summary
     reference_mime = "image/png"
     if request.character_image is not None:
         reference_mime = check_image(

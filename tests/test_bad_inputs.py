@@ -1,10 +1,10 @@
 """Guardrails: a table of bad inputs, each sent to the real bot on Telegram AND Discord.
 
-One production runtime (``bot.runtime.start_runtime``: guards, durable jobs, schedules, the SQLite
-store) serves both platforms for the whole module: the real python-telegram-bot application against
+One production runtime (``bot.runtime.start_runtime``: guards, durable jobs, schedules, the store
+on SQLite and then on PostgreSQL) serves both platforms for the whole module: the real python-telegram-bot application against
 the fake Bot API and the real discord.py client against the fake Discord, with the AI fakes behind.
 Every case must end in exactly one clear answer (the expected text), no request to the AI fakes
-(no paid call), and a bot that still answers ``/help`` afterwards. Discord declares ranges and
+(no paid call), no job row, and a bot that still answers ``/help`` afterwards. Discord declares ranges and
 choices to its clients, but a modified client can send anything, so out-of-range values go into the
 interaction payload as they are. The SSRF cases put an "attacker" server on 127.0.0.1 and check
 that the bot never fetched a URL a user gave it (only the platform's own file URLs).
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -24,14 +25,20 @@ import discord
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from sqlalchemy import func, select
 
+from bot.core.catalog import build_commands
+from bot.core.commands import OptionKind
 from bot.runtime import Runtime, start_runtime
 from bot.telegram.app import TelegramOptions, TelegramService
+from connectors.database import sessions
 from connectors.settings import load_settings
 from services.config import ServiceConfig, configure_services
+from services.prompts import storable
+from services.store.models import CharacterRecord, JobRecord
 from tests.bot.helpers import bomb_png, png_bytes
 from tests.discord.conftest import start_bot, stop_bot
-from tests.fakes import FakeGenAI, FakeOpenRouter
+from tests.fakes import FakeGenAI, FakeOpenRouter, Fault
 from tests.fakes.discord_api import DiscordCall, FakeDiscord
 from tests.fakes.telegram_api import ApiCall, FakeTelegramAPI
 from tests.telegram.conftest import EAGER_PROGRESS, TOKEN
@@ -94,11 +101,21 @@ class World:
     def paid_calls(self) -> int:
         return len(self.text.requests) + len(self.media.requests)
 
+    async def job_rows(self) -> int:
+        async with sessions()() as session:
+            return int(await session.scalar(select(func.count()).select_from(JobRecord)) or 0)
 
-@pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module", params=["sqlite", "postgresql"])
+async def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+    """The bots on one store: SQLite, then PostgreSQL (which refuses NUL and lone surrogates in text)."""
     base, gateway = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
     home: Path = tmp_path_factory.mktemp("bad_inputs")
+    database_url = (
+        request.getfixturevalue("postgres_url")
+        if request.param == "postgresql"
+        else f"sqlite+aiosqlite:///{home / 'reelwright.sqlite3'}"
+    )
     text, media, tg_api, fake_discord, attacker = (
         FakeOpenRouter(),
         FakeGenAI(),
@@ -123,8 +140,10 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
         discord_bot_token=fake_discord.token,
         discord_api_base_url=fake_discord.api_base,
         discord_gateway_url=fake_discord.gateway_url,
-        database_url=f"sqlite+aiosqlite:///{home / 'reelwright.sqlite3'}",
+        database_url=database_url,
         media_dir=home / "media",
+        video_poll_initial_seconds=0.05,
+        video_poll_max_seconds=0.1,
         # Production guards stay on, except the cost question: with the default $1 it would come
         # before /video's own validation (see the report), and each case uses its own user anyway.
         confirm_above_usd=0,
@@ -230,6 +249,8 @@ LONG = ("a dragon learns to fly " * 218).strip()  # 5,013 characters, over MAX_P
 RANGE = r"must be between {lo} and {hi} \(got {got}\)"
 NOT_AN_IMAGE = r"That file is not an image I can read\. Please send a PNG, JPEG or WebP\."
 METADATA = "https://169.254.169.254/latest/meta-data/"
+#: Control characters and noncharacters (PostgreSQL refuses NUL in text): never stored, never sent upstream.
+CONTROL = "\x00\x01\x07\x1b\x7f\x85\x9f\ufffe\uffff\U0010ffff"
 
 # A payload discord.py cannot match to the command's declared options (a missing required option, an
 # attachment option holding a URL): a modified client, or a Discord client showing a stale command.
@@ -491,6 +512,86 @@ CASES: list[Case] = [
         r"Unknown command /frobnicate\. Send /help to see what I can do\.",
         telegram=Tg("/frobnicate now"),
     ),
+    # -- text the store cannot hold; every length checked before a job row exists -----------------
+    Case(
+        "story-control-characters-only",
+        r"Missing idea",
+        **both(f"/story {CONTROL}", "story", {"idea": CONTROL}),
+    ),
+    Case(
+        "story-lone-surrogates-only",  # discord.py's JSON parser (orjson) refuses them before the bot
+        r"Missing idea",
+        telegram=Tg("/story \udfff\ud800"),
+    ),
+    Case("longstory-nul-only", r"Missing idea", **both("/longstory \x00\x00", "longstory", {"idea": "\x00\x00"})),
+    Case("storysets-nul-only", r"Missing idea", **both("/storysets \x00", "storysets", {"idea": "\x00"})),
+    Case("meme-control-characters-only", r"Missing topic", **both(f"/meme {CONTROL}", "meme", {"topic": CONTROL})),
+    Case("write-control-characters-only", r"Missing brief", **both(f"/write {CONTROL}", "write", {"brief": CONTROL})),
+    Case(
+        "trends-control-characters-only", r"Missing niche", **both(f"/trends {CONTROL}", "trends", {"niche": CONTROL})
+    ),
+    Case(
+        "video-control-characters-only",
+        r"Describe the video, or give segment=N of your last story\.",
+        **both(f"/video {CONTROL}", "video", {"prompt": CONTROL}),
+    ),
+    Case(
+        "thumbnail-control-characters-only",
+        r"Give the video's title, e\.g\. /thumbnail How I trained a dragon",
+        **both(f"/thumbnail {CONTROL}", "thumbnail", {"title": CONTROL}),
+    ),
+    Case(
+        "thumbnail-zero-width-title",
+        r"Please describe the thumbnail title\.",
+        **both("/thumbnail \u200b\u2060\u200b", "thumbnail", {"title": "\u200b\u2060\u200b"}),
+    ),
+    Case(
+        "thumbnail-10000-chars",
+        r"title is 10000 characters; the limit is 300\.",
+        **both(f"/thumbnail {'t' * 10_000}", "thumbnail", {"title": "t" * 10_000}),
+    ),
+    Case(
+        "video-10000-chars",
+        r"The video prompt is 10000 characters; the limit is 2000\.",
+        **both(f"/video {'v' * 10_000}", "video", {"prompt": "v" * 10_000}),
+    ),
+    Case(
+        "video-character-name-with-nul",
+        r"I don't know a character called 'ghost'",
+        **both("/video a walk character=gh\x00ost", "video", {"prompt": "a walk", "character": "gh\x00ost"}),
+    ),
+    Case(
+        "story-character-name-with-controls",
+        r"I don't know a character called 'ghost'",
+        **both(
+            "/story a walk character=g\x1bho\x7fst\x00", "story", {"idea": "a walk", "character": "g\x1bho\x7fst\x00"}
+        ),
+    ),
+    Case(
+        "thumbnail-character-name-with-nul",
+        r"I don't know a character called 'ghost'",
+        **both(
+            "/thumbnail My Dragon character=\x00ghost", "thumbnail", {"title": "My Dragon", "character": "\x00ghost"}
+        ),
+    ),
+    Case(
+        "jobs-resend-id-with-nul",
+        r"You have no job deadbeef\. /jobs lists yours\.",
+        **both("/jobs resend dead\x00beef", "jobs", {"request": "resend dead\x00beef"}),
+    ),
+    Case(
+        "schedule-remove-id-with-nul",
+        r"This chat has no schedule 42\.",
+        telegram=Tg("/schedule remove 4\x002"),
+        discord=Dc("schedule", {"request": "remove 4\x002"}, admin=True),
+    ),
+    Case(
+        "schedule-add-control-characters-as-the-niche",
+        r"Give a niche, a time and a time zone",
+        telegram=Tg(f"/schedule add {CONTROL} 09:30 Europe/Berlin"),
+        discord=Dc("schedule", {"request": f"add {CONTROL} 09:30 Europe/Berlin"}, admin=True),
+    ),
+    Case("help-with-nul", r"There is no /nope\.", **both("/help no\x00pe", "help", {"command": "no\x00pe"})),
     # -- URLs from users are never fetched (SSRF) -------------------------------------------------
     Case(
         "ssrf-metadata-url-as-the-character-image",
@@ -674,7 +775,7 @@ async def test_the_table_has_at_least_30_bad_inputs_per_platform() -> None:
 
 @pytest.mark.parametrize(("platform", "case"), _params())
 async def test_bad_input_gets_one_clear_answer_and_no_paid_call(world: World, platform: str, case: Case) -> None:
-    paid_before, fetched_before = world.paid_calls(), len(world.attacker.requests)
+    paid_before, fetched_before, rows_before = world.paid_calls(), len(world.attacker.requests), await world.job_rows()
     if platform == "telegram":
         assert case.telegram is not None
         answer = await run_telegram(world, case.telegram)
@@ -684,7 +785,154 @@ async def test_bad_input_gets_one_clear_answer_and_no_paid_call(world: World, pl
     if case.ssrf:
         assert world.attacker.requests[fetched_before:] == [], "the bot fetched a URL a user gave it"
     assert world.paid_calls() == paid_before, "bad input reached the AI upstream (a paid call)"
+    assert await world.job_rows() == rows_before, "bad input left a job row behind"
     assert answer.startswith("⚠️ "), answer
     expect = case.discord_expect if platform == "discord" and case.discord_expect else case.expect
     assert re.search(expect, answer), answer
     assert not NOT_CLEAR.search(answer), answer
+
+
+# -- text that is cleaned rather than refused --------------------------------------------------------
+
+#: Characters the store cannot hold, mixed into valid text. Lone surrogates only on Telegram:
+#: discord.py's JSON parser (orjson) refuses a payload holding one before the bot sees it.
+JUNK = {"telegram": CONTROL + "\udfff\ud800", "discord": CONTROL}
+EMOJI, PERSIAN = "👩\u200d💻", "می\u200cخواهم"  # a ZWJ inside an emoji, a ZWNJ inside a Persian word
+CRASHED = re.compile(r"Traceback|Something went wrong|\bref [0-9a-f]{8}\b")
+_values = itertools.count(1)
+
+
+def dirty(platform: str) -> tuple[str, str]:
+    """A new value (cached answers never hide a call) with the junk in it, and the same value clean."""
+    junk, number = JUNK[platform], next(_values)
+    return f"{junk}a{junk} dragon {number} {EMOJI} {PERSIAN}{junk}", f"a dragon {number} {EMOJI} {PERSIAN}"
+
+
+def paid_text_options() -> list[Any]:
+    """(command, option) for every text option of every command that calls a paid upstream; a
+    ``character`` option only names a stored character (the table covers it)."""
+    return [
+        pytest.param(command.name, option.name, id=f"{command.name}-{option.name}")
+        for command in build_commands()
+        if command.upstream is not None
+        for option in command.options
+        if option.kind is OptionKind.TEXT and option.name != "character"
+    ]
+
+
+def strings(value: Any) -> list[str]:
+    """Every string in a JSON document, keys included."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [text for key, item in value.items() for text in [key, *strings(item)]]
+    if isinstance(value, list):
+        return [text for item in value for text in strings(item)]
+    return []
+
+
+def upstream_strings(world: World, text_from: int, media_from: int) -> list[str]:
+    requests = world.text.requests[text_from:] + world.media.requests[media_from:]
+    return [text for request in requests for text in strings(request.json)]
+
+
+async def telegram_command(world: World, text: str, image: bytes | None = None) -> tuple[int, list[str]]:
+    """Send a command as a new user in a private chat; (user id, every text the bot showed there)."""
+    api, user = world.tg_api, 50_000 + next(world.ids)
+    if image is None:
+        message = api.message(user, text, user_id=user)
+    else:
+        message = api.message(user, caption=text, user_id=user, photo=api.photo(image))
+    calls = await telegram_send(world, message)
+    return user, [call.params.get("text") or call.params.get("caption") or "" for call in calls]
+
+
+async def discord_command(
+    world: World, command: str, options: dict[str, Any], image: bytes | None = None
+) -> tuple[str, list[str]]:
+    """Run a slash command as a new user until its answer; (user id, every text of that answer)."""
+    fake, number = world.discord, next(world.ids)
+    user_id = str(1_500_000_000_000_000_000 + number)
+    user = {**fake.user, "id": user_id, "username": f"user{number}", "global_name": f"User {number}"}
+    attachments = {"image": fake.add_attachment("hero.png", image, "image/png")} if image is not None else {}
+    d = await fake.slash(command, options, attachments=attachments, user=user)
+    async with asyncio.timeout(30):  # a hang guard only: the fakes answer in milliseconds
+        await fake.wait_for(lambda _call: bool(_answers(fake, d)))
+    await world.runtime.senders["discord"].client.bridge.drain(5.0)  # type: ignore[attr-defined]
+    return user_id, [_content(call) for call in _answers(fake, d)]
+
+
+async def run_command(
+    world: World, platform: str, command: str, options: dict[str, str], image: bytes | None = None
+) -> tuple[str, list[str]]:
+    """``command`` with ``options`` on ``platform``; (the user's key, the texts of the answer)."""
+    if platform == "discord":
+        user_id, texts = await discord_command(world, command, options, image)
+        return f"discord:{user_id}", texts
+    rest = next((opt.name for opt in world.runtime.core.commands.get(command).options if opt.rest), None)  # type: ignore[union-attr]
+    words = [options[rest]] if rest in options else []
+    words += [f'{name}="{value}"' for name, value in options.items() if name != rest]
+    user, texts = await telegram_command(world, f"/{command} {' '.join(words)}", image)
+    return f"telegram:{user}", texts
+
+
+@pytest.mark.parametrize("platform", ["telegram", "discord"])
+@pytest.mark.parametrize(("command", "option"), paid_text_options())
+async def test_control_characters_in_a_text_option_are_cleaned_before_the_paid_call(
+    world: World, platform: str, command: str, option: str
+) -> None:
+    declared = world.runtime.core.commands.get(command)
+    assert declared is not None
+    options = {opt.name: "a dragon learns to fly" for opt in declared.options if opt.required and opt.rest}
+    options.update({"video": {"duration": "4"}, "longstory": {"segments": "6"}}.get(command, {}))
+    options[option], clean = dirty(platform)
+    text_from, media_from = len(world.text.requests), len(world.media.requests)
+    _, texts = await run_command(world, platform, command, options, png_bytes() if command == "character" else None)
+    assert texts and not any(CRASHED.search(text) for text in texts), texts
+    sent = upstream_strings(world, text_from, media_from)
+    assert sent, "the cleaned input never reached the paid call"
+    assert all(storable(text) == text for text in sent), [text for text in sent if storable(text) != text]
+    assert any(clean in text for text in sent), "the text (with its ZWJ and ZWNJ) did not reach the model"
+
+
+@pytest.mark.parametrize("platform", ["telegram", "discord"])
+async def test_a_character_name_with_control_characters_is_stored_clean(world: World, platform: str) -> None:
+    name, clean = dirty(platform)
+    user_key, texts = await run_command(world, platform, "character", {"name": name}, png_bytes())
+    assert any(text.startswith(f"🧑\u200d🎨 {clean}") for text in texts), texts
+    async with sessions()() as session:
+        names = list(await session.scalars(select(CharacterRecord.name).where(CharacterRecord.user_key == user_key)))
+    assert names == [clean]
+
+
+@pytest.mark.parametrize("platform", ["telegram", "discord"])
+async def test_a_character_profile_from_the_model_is_stored_without_control_characters(
+    world: World, platform: str
+) -> None:
+    fields = ("summary", "appearance", "personality", "art_style", "visual_description")
+    profile = {"name": "Cap\u0000tain\u001b", **{name: f"{name}\u0000 with a NUL\ufffe" for name in fields}}
+    world.text.inject(Fault.content(json.dumps(profile)), route="chat")
+    user_key, texts = await run_command(world, platform, "character", {}, png_bytes())
+    assert any(text.startswith("🧑\u200d🎨 Captain") for text in texts), texts
+    async with sessions()() as session:
+        record = (await session.scalars(select(CharacterRecord).where(CharacterRecord.user_key == user_key))).one()
+    stored = json.loads(record.profile)
+    assert (record.name, stored["name"], stored["summary"]) == ("Captain", "Captain", "summary with a NUL")
+
+
+@pytest.mark.parametrize("platform", ["telegram", "discord"])
+async def test_a_schedule_niche_with_control_characters_is_stored_clean(world: World, platform: str) -> None:
+    niche, clean = dirty(platform)
+    request = f"add {niche} 09:30 Europe/Berlin"
+    if platform == "telegram":
+        _, texts = await telegram_command(world, f"/schedule {request}")
+    else:
+        fake = world.discord
+        user = {**fake.user, "id": DISCORD_ADMIN_ID}
+        d = await fake.slash("schedule", {"request": request}, user=user)
+        texts = [await discord_answer(fake, d)]
+    assert any(f"· {clean} ·" in text for text in texts), texts
+    assert world.runtime.schedules is not None
+    stored = [view for view in await world.runtime.schedules.all() if view.niche == clean]
+    assert len(stored) == 1
+    await world.runtime.schedules.remove(stored[0].platform, stored[0].chat_id, stored[0].id)

@@ -178,3 +178,11 @@ def test_an_empty_value_means_the_default(monkeypatch: pytest.MonkeyPatch) -> No
     """`.env.example` ships `NAME=` lines: an empty value is "not set", never an empty model or key."""
     monkeypatch.setenv("STORY_MODEL", "")
     assert load_settings(_env_file=None).story_model == "google/gemini-2.5-flash"
+
+
+def test_the_sandbox_reaches_real_chats_only_on_purpose(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings(_env_file=None).sandbox_allowed  # the console: no platform token
+    with_token = load_settings(_env_file=None, telegram_bot_token="123:abc")
+    assert with_token.serves_platforms and not with_token.sandbox_allowed
+    monkeypatch.setenv("REELWRIGHT_SANDBOX", "1")
+    assert load_settings(_env_file=None, discord_bot_token="a.b.c").sandbox_allowed

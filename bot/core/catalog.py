@@ -42,7 +42,12 @@ from services.story import (
     generate_story_segments_chunked,
     generate_story_segments_in_sets,
 )
-from services.thumbnail import ThumbnailRequest, generate_thumbnail_image
+from services.thumbnail import (
+    MAX_TITLE_CHARS,
+    ThumbnailRequest,
+    generate_thumbnail_image,
+    validate_thumbnail_request,
+)
 from services.trends import MAX_IDEAS, generate_trending_ideas
 from services.usage import Usage
 from services.video import VideoProgress, VideoRequest, generate_video_from_payload, validate_video_request
@@ -230,6 +235,7 @@ class ReelwrightCommands:
         request = ThumbnailRequest(
             title=title, story_summary=summary, aspect_ratio=ctx.args["aspect"], character=await self.character_for(ctx)
         )
+        request = validate_thumbnail_request(request)
         await ctx.before_paid_call()
         if self.jobs is not None:
             job_id = await self.jobs.jobs.create_thumbnail_job(address_of(ctx), request, ctx.take_reservation())
@@ -448,7 +454,13 @@ def build_commands(
             "Thumbnail image",
             "Draw a thumbnail for a title (or your last story).",
             (
-                Option("title", OptionKind.TEXT, "the video's title (default: your last story)", rest=True),
+                Option(
+                    "title",
+                    OptionKind.TEXT,
+                    "the video's title (default: your last story)",
+                    rest=True,
+                    max_length=MAX_TITLE_CHARS,
+                ),
                 Option(
                     "aspect", OptionKind.CHOICE, "16:9, 9:16 or 1:1", default="16:9", choices=("16:9", "9:16", "1:1")
                 ),

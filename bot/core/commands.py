@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from connectors.errors import UserInputError
 from services.config import ServiceConfig
+from services.prompts import storable
 from services.usage import Usage
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ class Option:
                 raise UserInputError(f"{self.name} must be one of {', '.join(self.choices)} (got {raw!r}).")
             return choice
         if self.kind is OptionKind.TEXT:
-            text = " ".join(str(raw).split())
+            text = " ".join(storable(str(raw)).split())
             if self.max_length is not None and len(text) > self.max_length:
                 raise UserInputError(f"{self.name} is {len(text)} characters; the limit is {self.max_length}.")
             return text
@@ -135,9 +136,14 @@ class Command:
 
 @dataclass
 class CommandSet:
-    """The ordered catalogue adapters register from."""
+    """The ordered catalogue adapters register from.
+
+    Iterating gives the commands this bot offers (platform command lists, /help); a command whose
+    upstream is withheld is still found by ``get``, so the core can say why it cannot run.
+    """
 
     commands: dict[str, Command] = field(default_factory=dict)
+    withheld: dict[str, str] = field(default_factory=dict)  # upstream -> what the operator must do
 
     def add(self, command: Command) -> None:
         if command.name in self.commands:
@@ -149,8 +155,17 @@ class CommandSet:
     def get(self, name: str) -> Command | None:
         return self.commands.get(name.lower())
 
+    def withhold(self, upstream: str, remedy: str) -> None:
+        """Stop offering the commands that call ``upstream``; they answer that ``remedy`` is needed."""
+        self.withheld[upstream] = remedy
+
+    def not_set_up(self, command: Command) -> str | None:
+        """Why ``command`` cannot run on this bot, or None when it can."""
+        remedy = self.withheld.get(command.upstream) if command.upstream is not None else None
+        return None if remedy is None else f"/{command.name} is not set up on this bot: {remedy}"
+
     def __iter__(self) -> Any:
-        return iter(self.commands.values())
+        return iter(c for c in self.commands.values() if c.upstream is None or c.upstream not in self.withheld)
 
 
 _KEY_VALUE = re.compile(r"(?<!\S)([A-Za-z_]+)=(\"[^\"]*\"|'[^']*'|\S+)")
@@ -192,6 +207,8 @@ def validate_arguments(command: Command, raw: Mapping[str, Any]) -> dict[str, An
         if opt.kind is OptionKind.IMAGE:
             continue
         given = raw.get(opt.name)
+        if isinstance(given, str):
+            given = storable(given)
         if given is None or (isinstance(given, str) and not given.strip()):
             if opt.required:
                 raise UserInputError(f"Missing {opt.name}: {opt.help}")

@@ -93,6 +93,9 @@ class ChatCore:
         command = self.commands.get(invocation.command)
         if command is None:
             return Reply.error(f"Unknown command /{invocation.command}. Send /help to see what I can do.")
+        not_set_up = self.commands.not_set_up(command)
+        if not_set_up is not None:
+            return Reply.error(not_set_up)
         try:
             raw = dict(invocation.options or {})
             if invocation.text is not None:

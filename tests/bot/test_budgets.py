@@ -116,7 +116,7 @@ async def test_concurrent_text_commands_stop_at_the_budget(
     fits = 7
     budget = estimate * fits + estimate / 2
     runtime = await make_runtime(budget_chat_daily_usd=float(budget), budget_user_daily_usd=0)
-    fake_openrouter.latency = 0.2
+    fake_openrouter.latency = 1.5  # all 40 hold their reservation before the first one settles
     replies = await asyncio.gather(
         *(runtime.core.handle(command("story", "a dragon", user=str(u)), RecordingResponder()) for u in range(40))
     )

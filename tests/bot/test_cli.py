@@ -22,7 +22,8 @@ def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         for key, value in os.environ.items()
         if not key.endswith(("_API_KEY", "_TOKEN", "_BASE_URL")) and "PROXY" not in key.upper()
     }
-    env.update(NO_PROXY="127.0.0.1,localhost", HOME=str(tmp_path), MEDIA_DIR=str(tmp_path / "media"), **extra)
+    env.update({"NO_PROXY": "127.0.0.1,localhost", "HOME": str(tmp_path), "MEDIA_DIR": str(tmp_path / "media")})
+    env.update(extra)
     return env
 
 
@@ -71,3 +72,52 @@ def test_console_without_any_key_is_labelled_sandbox(tmp_path: Path) -> None:
     assert "SANDBOX" in result.stderr
     saved = list((tmp_path / "media").glob("*.mp4"))
     assert len(saved) == 1 and str(saved[0]) in result.stdout
+
+
+def run_cli(tmp_path: Path, command: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "reelwright"), command],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=clean_env(tmp_path, **env),
+    )
+
+
+# Nothing listens on port 9 of this machine: were the bot to start serving, it would fail differently.
+PLATFORMS = {
+    "telegram": {"TELEGRAM_BOT_TOKEN": "123456:not-a-real-token", "TELEGRAM_API_BASE_URL": "http://127.0.0.1:9/bot"},
+    "discord": {"DISCORD_BOT_TOKEN": "not.a.real.token", "DISCORD_API_BASE_URL": "http://127.0.0.1:9/api/v10"},
+}
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_run_with_a_platform_token_and_no_text_key_stops_at_start(tmp_path: Path, platform: str) -> None:
+    result = run_cli(tmp_path, "run", **PLATFORMS[platform])
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "OPENROUTER_API_KEY" in result.stderr and "REELWRIGHT_SANDBOX=1" in result.stderr
+    assert not (tmp_path / "reelwright.sqlite3").exists()  # stopped before anything was set up
+
+
+@pytest.mark.parametrize(
+    ("command", "media_dir", "problem"),
+    [
+        ("run", "a-file", "is a file, not a directory"),
+        ("console", "a-file/media", "is not a writable directory (Not a directory)"),
+        ("worker", "/sys", "is not a writable directory"),  # sysfs takes no new files, not even from root
+    ],
+)
+def test_an_unusable_media_dir_stops_every_entry_point_at_start(
+    tmp_path: Path, command: str, media_dir: str, problem: str
+) -> None:
+    (tmp_path / "a-file").write_text("not a directory\n")
+    path = media_dir if media_dir.startswith("/") else str(tmp_path / media_dir)
+    result = run_cli(tmp_path, command, MEDIA_DIR=path, REDIS_URL="redis://127.0.0.1:9/0")
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"reelwright: Invalid setting MEDIA_DIR: {path} {problem}"), line
+    assert not (tmp_path / "reelwright.sqlite3").exists()

@@ -113,3 +113,16 @@ async def test_characters_persist_in_the_database(setup: tuple[ChatCore, JobServ
     reply = await core.handle(invocation("story", "a heist character=Captain segments=2"), RecordingResponder())
     assert not reply.is_error
     assert "red hat" in text.chat_requests[-1].json["messages"][-1]["content"]
+
+
+async def test_a_character_copied_with_control_characters_is_stored_clean(
+    setup: tuple[ChatCore, JobService], upstreams: Upstreams
+) -> None:
+    book = DatabaseCharacterBook()
+    hero = CharacterProfile(
+        name="Hero", summary="s", appearance="a", personality="p", art_style="3D", visual_description="blue hat"
+    )
+    # model_copy skips validation: the store itself must not take text it cannot hold.
+    await book.remember("test:43", hero.model_copy(update={"name": "Cap\x00tain 👩\u200d🚀", "summary": "s\x00\ud800"}))
+    found = await book.find("test:43", "captain 👩\u200d🚀")
+    assert found is not None and (found.name, found.summary) == ("Captain 👩\u200d🚀", "s")

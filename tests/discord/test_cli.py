@@ -21,6 +21,7 @@ async def test_run_serves_discord_until_sigterm(fake_discord: FakeDiscord, tmp_p
         discord_gateway_url=fake_discord.gateway_url,
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'reelwright.sqlite3'}",
         media_dir=tmp_path / "media",
+        reelwright_sandbox=True,
     )
     served = asyncio.create_task(serve_platforms(settings))
     identified = asyncio.create_task(fake_discord.identified.wait())
@@ -30,7 +31,7 @@ async def test_run_serves_discord_until_sigterm(fake_discord: FakeDiscord, tmp_p
     final = await fake_discord.wait_for(
         lambda c: c.route == "edit_original" and d["token"] in c.path and "embeds" in (c.payload or {})
     )
-    assert SANDBOX_FOOTER in final.payload["content"]  # no AI key: the in-process sandbox answered
+    assert SANDBOX_FOOTER in final.payload["content"]  # no AI key, REELWRIGHT_SANDBOX: the sandbox answered
     os.kill(os.getpid(), signal.SIGTERM)  # serve_platforms installed its handler before serving
     assert await asyncio.wait_for(served, 20) == 0
     assert fake_discord.sockets == []

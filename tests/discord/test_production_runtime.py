@@ -171,3 +171,12 @@ async def test_the_go_ahead_button_survives_a_restart(production: StartBot, fake
     press = await fake_discord.press(asked.message, custom_id)
     assert (await answer(second, press)).startswith("⚠️ Nothing to confirm with that code")
     assert second.genai.video_generation_requests == []
+
+
+async def test_without_google_credentials_media_commands_are_not_offered(production: StartBot) -> None:
+    bot = await production(google_api_key=None, genai_base_url=None)
+    synced = [command["name"] for commands in bot.fake.commands.values() for command in commands]
+    assert "story" in synced and "video" not in synced and "thumbnail" not in synced
+    listing = await answer(bot, await bot.fake.slash("help", {}))
+    assert "/story" in listing and "/video" not in listing and "/thumbnail" not in listing
+    assert bot.runtime.unavailable_upstreams == frozenset({"media"}) and bot.runtime.sandbox_upstreams == frozenset()

@@ -92,6 +92,7 @@ async def test_kill_a_worker_mid_render_on_postgres_and_redis(
         DATABASE_URL=postgres_url,
         REDIS_URL=redis_url,
         JOB_QUEUE_NAME=f"reelwright:e2e:{uuid.uuid4().hex}",
+        REDIS_KEY_PREFIX=f"reelwright:e2e:{uuid.uuid4().hex}",  # budget counters of this run only
         MEDIA_DIR=str(tmp_path / "media"),
         CONFIRM_ABOVE_USD="0",
         VIDEO_POLL_INITIAL_SECONDS="0.2",

@@ -81,6 +81,12 @@ async def test_add_list_remove_and_validation(service: ScheduleService) -> None:
     assert await service.for_chat("telegram", "-100") == []
 
 
+async def test_a_niche_is_stored_without_characters_the_store_cannot_hold(service: ScheduleService) -> None:
+    added = await service.add("telegram", "-100", "cook\x00ing\x1b 👩\u200d🍳\ufffe", "09:00", "UTC", "u")
+    assert added.niche == "cooking 👩\u200d🍳"
+    assert [v.niche for v in await service.for_chat("telegram", "-100")] == ["cooking 👩\u200d🍳"]
+
+
 class Clock:
     """The schedulers' time, set by the test (slots are days apart; waiting is not an option)."""
 

@@ -71,3 +71,12 @@ async def test_bad_input_makes_no_paid_call(upstreams: Upstreams, call) -> None:
     with pytest.raises(UserInputError):
         await call()
     assert text.chat_requests == []
+
+
+def test_clean_prompt_drops_what_the_store_cannot_hold_and_keeps_joiners() -> None:
+    from services.prompts import clean_prompt
+
+    dirty = "\x00👩\u200d💻\x07 می\u200cخواهم\x1b\x7f\x85\x9f\ud800\udfff\ufffe\uffff\U0001fffe\ufdd0 क्\u200dष\t"
+    assert clean_prompt(dirty, what="idea", max_chars=100) == "👩\u200d💻 می\u200cخواهم क्\u200dष"
+    with pytest.raises(UserInputError, match="Please describe the idea"):
+        clean_prompt("\x00\u200b\u200d\u2060\ufeff\x1b", what="idea", max_chars=100)

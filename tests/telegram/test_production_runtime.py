@@ -106,3 +106,38 @@ async def test_five_concurrent_videos_from_one_user_pay_for_one(
     finally:
         await service.stop()
         await runtime.close()
+
+
+async def test_without_google_credentials_media_commands_are_not_set_up(
+    tmp_path: Path, telegram_api: FakeTelegramAPI, fake_openrouter: FakeOpenRouter, fake_genai: FakeGenAI
+) -> None:
+    """A text key and no Google credentials: /video and /thumbnail say so, and are not offered."""
+    settings = telegram_settings(
+        telegram_api,
+        openrouter_api_key="test-openrouter-key",
+        openrouter_base_url=fake_openrouter.base_url,
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'tg.sqlite3'}",
+        media_dir=tmp_path / "media",
+        confirm_above_usd=0,
+    )
+    runtime = await start_runtime(settings)
+    service = TelegramService(runtime, TelegramOptions(progress=EAGER_PROGRESS, poll_timeout=5))
+    await service.start()
+    tg = TelegramBot(service, telegram_api, runtime, fake_openrouter, fake_genai)
+    try:
+        [registered] = telegram_api.calls_of("setMyCommands")
+        offered = [command["command"] for command in registered.json_param("commands")]
+        assert "story" in offered and "video" not in offered and "thumbnail" not in offered
+        for command in ("/video a cat surfing duration=4", "/thumbnail My Dragon"):
+            [answer] = [c.params["text"] for c in await tg.run(CHAT, command) if c.method == "sendMessage"]
+            name = command.split()[0]
+            assert answer == (
+                f"⚠️ {name} is not set up on this bot: its operator has to set GOOGLE_API_KEY (or "
+                "GOOGLE_CLOUD_PROJECT for Vertex AI) first."
+            )
+        [listing] = [c.params["text"] for c in await tg.run(CHAT, "/help") if c.method == "sendMessage"]
+        assert "/story" in listing and "/video" not in listing and "/thumbnail" not in listing
+        assert fake_genai.requests == [] and runtime.sandbox_upstreams == frozenset()
+    finally:
+        await service.stop()
+        await runtime.close()
