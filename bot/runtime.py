@@ -14,7 +14,7 @@ import logging
 import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Protocol
 
@@ -23,7 +23,7 @@ from bot.core.commands import CommandSet
 from bot.core.context import ChatRef
 from bot.core.dispatcher import ChatCore
 from bot.core.guards import GuardConfig, Guards, confirm_command, id_set, usage_command
-from bot.core.jobs import JobCommands, chat_of, outcome_reply
+from bot.core.jobs import JobCommands, chat_of, late_reply, outcome_reply
 from bot.core.metrics import command_metrics, queue_position
 from bot.core.replies import Reply
 from bot.core.scheduling import trend_post
@@ -38,7 +38,7 @@ from connectors.resilience import GuardConfig as UpstreamGuardConfig
 from connectors.settings import Settings
 from services.characters import DatabaseCharacterBook
 from services.config import ServiceConfig, configure_services, service_config
-from services.jobs import JobOutcome, JobService
+from services.jobs import JobLate, JobOutcome, JobService
 from services.ledger import UsageLedger
 from services.memory import UserMemory
 from services.metrics import install_upstream_observer
@@ -46,6 +46,7 @@ from services.pricing import PriceTable
 from services.queue import JobExecutor, JobQueue
 from services.schedules import ScheduleService, ScheduleView, TrendScheduler
 from services.store.migrate import migrate_to_head
+from services.store.models import utcnow
 from services.trends import TrendReport, configure_trends_cache
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class Runtime:
     executor: JobExecutor | None = None
     schedules: ScheduleService | None = None
     ledger: UsageLedger | None = None
+    started_at: datetime = field(default_factory=utcnow)
 
     async def post_trends(self, view: ScheduleView, report: TrendReport) -> None:
         sender = self.senders.get(view.platform)
@@ -111,10 +113,20 @@ class Runtime:
             raise LookupError(f"no {outcome.address.platform} sender in this process yet")
         await sender.send(chat_of(outcome), await outcome_reply(outcome))
 
+    async def notify_late(self, notice: JobLate) -> None:
+        """Tell the chat that a video is past the deadline and will follow (no command is waiting)."""
+        sender = self.senders.get(notice.address.platform)
+        if sender is None:
+            raise LookupError(f"no {notice.address.platform} sender in this process yet")
+        chat = ChatRef(platform=notice.address.platform, id=notice.address.chat_id, is_private=False)
+        await sender.send(chat, late_reply(notice.job_id, notice.elapsed_seconds))
+
     async def sweep_jobs(self) -> int:
-        """Resume every unfinished job nobody holds (after a crash, a restart or a lost worker)."""
+        """Resume every unfinished job nobody holds (after a crash, a restart or a lost worker),
+        including at once those this instance's previous process held when it died."""
         if self.jobs is None or self.queue is None or self.executor is None:
             return 0
+        await self.jobs.reclaim_orphaned_leases(self.started_at)
         resumed = 0
         for job_id in await self.jobs.unfinished_job_ids():
             if job_id in self.executor.running or job_id in self.executor.watchers:
@@ -157,8 +169,9 @@ def upstream_guard_config(settings: Settings, *, max_concurrent: int, max_waitin
     )
 
 
-async def start_runtime(settings: Settings) -> Runtime:
-    """Configure every layer from ``settings``; the returned runtime owns what must be closed."""
+async def start_runtime(settings: Settings, *, role: str = "run") -> Runtime:
+    """Configure every layer from ``settings``; the returned runtime owns what must be closed.
+    ``role`` (run, console, worker) names this process in its default instance id."""
     stack = AsyncExitStack()
     sandbox: set[str] = set()
     openrouter_key = settings.openrouter_api_key.get_secret_value() if settings.openrouter_api_key else None
@@ -238,6 +251,7 @@ async def start_runtime(settings: Settings) -> Runtime:
             video_poll_initial_seconds=poll_initial,
             video_poll_max_seconds=poll_max,
             video_deadline_seconds=settings.video_deadline_seconds,
+            video_hard_deadline_seconds=settings.video_hard_deadline_seconds,
             video_max_bytes=settings.video_max_bytes,
         )
     )
@@ -249,12 +263,13 @@ async def start_runtime(settings: Settings) -> Runtime:
     stack.push_async_callback(ledger.flush)
     jobs = JobService(
         settings.media_dir,
+        owner=settings.instance_id_for(role),
         lease_seconds=settings.job_lease_seconds,
         ledger=ledger,
         video_model=settings.video_model,
     )
     runtime = Runtime(settings=settings, core=ChatCore(CommandSet()), sandbox_upstreams=frozenset(sandbox), stack=stack)
-    executor = JobExecutor(jobs, runtime.deliver_outcome)
+    executor = JobExecutor(jobs, runtime.deliver_outcome, runtime.notify_late)
     queue = JobQueue(executor, settings.redis_url, queue_name=settings.job_queue_name)
     await queue.start()
     stack.push_async_callback(queue.stop)

@@ -54,7 +54,7 @@ async def test_video_runs_as_a_job_with_progress_and_is_marked_delivered(
     assert len(veo.video_generation_requests) == 1
 
 
-async def test_failed_job_is_one_error_reply_and_counts_as_delivered(
+async def test_failed_job_is_one_error_reply_and_jobs_shows_it_failed(
     setup: tuple[ChatCore, JobService], upstreams: Upstreams
 ) -> None:
     core, jobs = setup
@@ -65,7 +65,11 @@ async def test_failed_job_is_one_error_reply_and_counts_as_delivered(
     assert reply.is_error and "safety filter" in reply.text
     assert len(responder.delivered) == 1
     [view] = await jobs.list_jobs("test:42")
-    assert view.state == JobState.DELIVERED and view.error
+    assert view.state == JobState.FAILED and view.error
+    assert view.delivered_at is not None  # the error message was posted: not retried
+    assert await jobs.unfinished_job_ids(include_leased=True) == []
+    listing = await core.handle(invocation("jobs", ""), responder)
+    assert "· failed ·" in listing.text and "delivered" not in listing.text
 
 
 async def test_undelivered_result_stays_for_a_later_delivery(
