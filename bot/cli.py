@@ -38,7 +38,7 @@ def _secrets(settings: Settings) -> list[str]:
 
 
 async def serve_console(settings: Settings) -> int:
-    runtime = await start_runtime(settings, console=True)
+    runtime = await start_runtime(settings, role="console")
     stop = asyncio.Event()
     maintenance = asyncio.create_task(runtime.run_background(stop))
     try:
@@ -64,7 +64,7 @@ async def serve_worker(settings: Settings) -> int:
     if not settings.redis_url:
         print("reelwright: `worker` needs REDIS_URL (without it, jobs run inside `reelwright run`)", file=sys.stderr)
         return 2
-    runtime = await start_runtime(settings)
+    runtime = await start_runtime(settings, role="worker")
     assert runtime.queue is not None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

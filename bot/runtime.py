@@ -18,7 +18,7 @@ import time
 import uuid
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Protocol
@@ -28,7 +28,7 @@ from bot.core.commands import CommandSet
 from bot.core.context import ChatRef
 from bot.core.dispatcher import ChatCore
 from bot.core.guards import GuardConfig, Guards, confirm_command, id_set, usage_command
-from bot.core.jobs import JobCommands, chat_of, outcome_reply
+from bot.core.jobs import JobCommands, chat_of, late_reply, outcome_reply
 from bot.core.metrics import command_metrics, queue_position
 from bot.core.replies import Reply
 from bot.core.scheduling import trend_post
@@ -45,7 +45,8 @@ from connectors.settings import Settings, SettingsError
 from services.budgets import BudgetBook, BudgetLimits, LocalBudgets, RedisBudgets
 from services.characters import DatabaseCharacterBook
 from services.config import ServiceConfig, configure_services, service_config
-from services.jobs import JobOutcome, JobService
+from services.instance import claim_instance_id
+from services.jobs import JobLate, JobOutcome, JobService
 from services.ledger import UsageLedger
 from services.memory import UserMemory
 from services.metrics import install_upstream_observer
@@ -53,6 +54,7 @@ from services.pricing import PriceTable
 from services.queue import JobExecutor, JobQueue
 from services.schedules import ScheduleService, ScheduleView, TrendScheduler
 from services.store.migrate import migrate_to_head
+from services.store.models import utcnow
 from services.trends import TrendReport, configure_trends_cache
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,7 @@ class Runtime:
     executor: JobExecutor | None = None
     schedules: ScheduleService | None = None
     ledger: UsageLedger | None = None
+    started_at: datetime = field(default_factory=utcnow)
 
     async def post_trends(self, view: ScheduleView, report: TrendReport) -> None:
         sender = self.senders.get(view.platform)
@@ -121,10 +124,20 @@ class Runtime:
             raise LookupError(f"no {outcome.address.platform} sender in this process yet")
         await sender.send(chat_of(outcome), await outcome_reply(outcome))
 
+    async def notify_late(self, notice: JobLate) -> None:
+        """Tell the chat that a video is past the deadline and will follow (no command is waiting)."""
+        sender = self.senders.get(notice.address.platform)
+        if sender is None:
+            raise LookupError(f"no {notice.address.platform} sender in this process yet")
+        chat = ChatRef(platform=notice.address.platform, id=notice.address.chat_id, is_private=False)
+        await sender.send(chat, late_reply(notice.job_id, notice.elapsed_seconds))
+
     async def sweep_jobs(self) -> int:
-        """Resume every unfinished job nobody holds (after a crash, a restart or a lost worker)."""
+        """Resume every unfinished job nobody holds (after a crash, a restart or a lost worker),
+        including at once those this instance's previous process held when it died."""
         if self.jobs is None or self.queue is None or self.executor is None:
             return 0
+        await self.jobs.reclaim_orphaned_leases(self.started_at)
         resumed = 0
         for job_id in await self.jobs.unfinished_job_ids():
             if job_id in self.executor.running or job_id in self.executor.watchers:
@@ -189,11 +202,13 @@ def check_upstreams(settings: Settings, *, console: bool) -> None:
         )
 
 
-async def start_runtime(settings: Settings, *, console: bool = False) -> Runtime:
+async def start_runtime(settings: Settings, *, role: str = "run") -> Runtime:
     """Configure every layer from ``settings``; the returned runtime owns what must be closed.
 
-    ``console``: a terminal chat for the operator, where the sandbox is always allowed.
+    ``role`` (run, console, worker) names this process in its default instance id; the console is
+    a terminal chat for the operator, where the sandbox is always allowed.
     """
+    console = role == "console"
     check_media_dir(settings.media_dir)
     check_upstreams(settings, console=console)
     sandbox_allowed = console or settings.sandbox_allowed
@@ -280,6 +295,7 @@ async def start_runtime(settings: Settings, *, console: bool = False) -> Runtime
             video_poll_initial_seconds=poll_initial,
             video_poll_max_seconds=poll_max,
             video_deadline_seconds=settings.video_deadline_seconds,
+            video_hard_deadline_seconds=settings.video_hard_deadline_seconds,
             video_max_bytes=settings.video_max_bytes,
         )
     )
@@ -303,8 +319,11 @@ async def start_runtime(settings: Settings, *, console: bool = False) -> Runtime
         else LocalBudgets(ledger, limits)
     )
     media_billed = "media" not in sandbox
+    instance = claim_instance_id(settings.instance_id_for(role), settings.media_dir / ".instances")
+    stack.callback(instance.release)
     jobs = JobService(
         settings.media_dir,
+        owner=instance.instance_id,
         lease_seconds=settings.job_lease_seconds,
         ledger=ledger if media_billed else None,
         budgets=budgets if media_billed else None,
@@ -317,7 +336,7 @@ async def start_runtime(settings: Settings, *, console: bool = False) -> Runtime
         stack=stack,
         unavailable_upstreams=frozenset(unavailable),
     )
-    executor = JobExecutor(jobs, runtime.deliver_outcome)
+    executor = JobExecutor(jobs, runtime.deliver_outcome, runtime.notify_late)
     queue = JobQueue(executor, settings.redis_url, queue_name=settings.job_queue_name)
     await queue.start()
     stack.push_async_callback(queue.stop)

@@ -7,14 +7,16 @@ anywhere else. Secrets are ``SecretStr`` so that a repr, a log line or a traceba
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from typing import Literal
 
 from limits import parse as parse_rate_limit
-from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 OPENROUTER_DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
+INSTANCE_ID_MAX_CHARS = 64  # the jobs table's lease_owner column
 
 
 class SettingsError(Exception):
@@ -54,8 +56,11 @@ class Settings(BaseSettings):
     media_max_retries: int = Field(default=3, ge=1, le=8)
     video_max_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
     video_poll_initial_seconds: float = Field(default=5.0, gt=0)
-    video_poll_max_seconds: float = Field(default=20.0, gt=0)
+    video_poll_max_seconds: float = Field(default=10.0, gt=0)
+    # Past the deadline the user is told the video is late and will follow; it is polled on until
+    # Veo answers, up to the hard deadline, after which the job fails with a clear message.
     video_deadline_seconds: float = Field(default=900.0, gt=0)
+    video_hard_deadline_seconds: float = Field(default=6 * 3600.0, gt=0)
 
     # Chat platforms.
     telegram_bot_token: SecretStr | None = None
@@ -86,6 +91,10 @@ class Settings(BaseSettings):
     job_sweep_seconds: float = Field(default=20.0, gt=0)
     schedule_grace_minutes: float = Field(default=60.0, ge=0)
     schedule_reconcile_seconds: float = Field(default=60.0, gt=0)
+    # This process's name as the owner of job leases; a restarted process with the same id takes
+    # its predecessor's jobs back at once. Default: host name and role (run, console, worker).
+    # A second live process on this host with the same id runs as <id>#2 (a lock file in MEDIA_DIR).
+    instance_id: str | None = Field(default=None, max_length=INSTANCE_ID_MAX_CHARS)
 
     # Money and access: budgets in US dollars (0 = no limit), a confirmation above a cost.
     price_table: str = ""
@@ -146,6 +155,24 @@ class Settings(BaseSettings):
             raise ValueError("must not be empty")
         return value.strip()
 
+    @field_validator("video_hard_deadline_seconds")
+    @classmethod
+    def _hard_deadline_after_deadline(cls, value: float, info: ValidationInfo) -> float:
+        deadline = info.data.get("video_deadline_seconds")
+        if deadline is not None and value < deadline:
+            raise ValueError(f"must be at least VIDEO_DEADLINE_SECONDS ({deadline:g})")
+        return value
+
+    @field_validator("instance_id")
+    @classmethod
+    def _instance_id_printable(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if not value or not value.isprintable():
+            raise ValueError("must be a non-empty printable name")
+        return value
+
     @field_validator("price_table")
     @classmethod
     def _price_table_is_json_object(cls, value: str) -> str:
@@ -179,6 +206,13 @@ class Settings(BaseSettings):
     @property
     def openrouter_base_url_is_default(self) -> bool:
         return str(self.openrouter_base_url).rstrip("/") == OPENROUTER_DEFAULT_BASE_URL
+
+    def instance_id_for(self, role: str) -> str:
+        """The lease owner for a process of this role: INSTANCE_ID, else ``<host name>:<role>``."""
+        if self.instance_id:
+            return self.instance_id
+        host = socket.gethostname() or "localhost"
+        return f"{host[: INSTANCE_ID_MAX_CHARS - len(role) - 1]}:{role}"
 
     @property
     def media_sandbox(self) -> bool:

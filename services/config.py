@@ -20,8 +20,9 @@ class ServiceConfig:
     max_image_bytes: int = 10 * 1024 * 1024
     max_image_pixels: int = 40_000_000
     video_poll_initial_seconds: float = 5.0
-    video_poll_max_seconds: float = 20.0
+    video_poll_max_seconds: float = 10.0
     video_deadline_seconds: float = 900.0
+    video_hard_deadline_seconds: float = 6 * 3600.0
     video_max_bytes: int = 200 * 1024 * 1024
 
     @property

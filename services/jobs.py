@@ -2,10 +2,15 @@
 the moment it is known, and every step after a crash resumes from the row, never paying twice.
 
 States: queued → submitting (the paid call is in flight) → running (operation name stored) →
-succeeded / failed → delivered, or cancelled while queued. A job found in ``submitting`` after a
-crash is failed with an explanation instead of being submitted again: whether the provider took
-(and billed) the first submission cannot be known. A lease on the row (owner + expiry, renewed while
-polling) keeps two processes from working on one job at once.
+succeeded → delivered, or failed, or cancelled while queued. ``delivered_at`` marks that the result
+(or the error message of a failed job) was posted; a failed job stays ``failed``. A job found in
+``submitting`` after a crash is failed with an explanation instead of being submitted again: whether
+the provider took (and billed) the first submission cannot be known.
+
+A lease on the row (owner + expiry, renewed while polling) keeps two processes from working on one
+job at once. The owner is the process's stable instance id, so a restarted process takes back the
+leases of the process it replaces at once (``reclaim_orphaned_leases``) instead of waiting for them
+to expire; two live processes must therefore never share an owner.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import or_, select, update
+from sqlalchemy import case, or_, select, update
 
 from connectors.database import sessions
 from connectors.errors import ReelwrightError, UserInputError
@@ -32,7 +37,12 @@ from services.ledger import UsageLedger
 from services.store.models import UNFINISHED_STATES, JobRecord, JobState, utcnow
 from services.thumbnail import ThumbnailRequest, generate_thumbnail_image
 from services.usage import Usage
-from services.video import VideoProgress, VideoRequest, generate_video_from_payload, validate_video_request
+from services.video import (
+    VideoProgress,
+    VideoRequest,
+    generate_video_from_payload,
+    validate_video_request,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +79,16 @@ class JobOutcome:
         return self.error is None
 
 
+@dataclass(frozen=True)
+class JobLate:
+    """A video still rendering past the deadline: the user is told it will follow."""
+
+    job_id: str
+    kind: str
+    address: JobAddress
+    elapsed_seconds: float
+
+
 class JobView(BaseModel):
     id: str
     kind: str
@@ -103,6 +123,7 @@ class ThumbnailPayload(BaseModel):
 
 
 JobProgress = Callable[[VideoProgress], Awaitable[None]]
+JobLateHandler = Callable[[JobLate], Awaitable[None]]
 
 
 def as_utc(moment: datetime | None) -> datetime | None:
@@ -206,6 +227,7 @@ class JobService:
                     platform=address.platform,
                     chat_id=address.chat_id,
                     payload=payload.model_dump_json(),
+                    input_path=getattr(payload, "image_path", None),
                     lease_owner=self.owner,
                     lease_expires_at=utcnow() + self.lease,
                 )
@@ -245,9 +267,34 @@ class JobService:
     async def release(self, job_id: str) -> None:
         await self._set(job_id, lease_owner=None, lease_expires_at=None)
 
-    async def run(self, job_id: str, progress: JobProgress | None = None) -> JobOutcome | None:
+    async def reclaim_orphaned_leases(self, started_at: datetime) -> list[str]:
+        """Free the leases this owner's previous incarnation held (rows untouched since this process
+        started), so that they are resumed now rather than when the dead process's lease expires."""
+        unfinished = [str(s) for s in UNFINISHED_STATES]
+        orphaned = (
+            JobRecord.lease_owner == self.owner,
+            JobRecord.state.in_(unfinished),
+            JobRecord.delivered_at.is_(None),
+            JobRecord.updated_at < started_at,
+        )
+        async with sessions().begin() as session:
+            ids = list(await session.scalars(select(JobRecord.id).where(*orphaned)))
+            if ids:
+                await session.execute(
+                    update(JobRecord)
+                    .where(JobRecord.id.in_(ids), *orphaned)
+                    .values(lease_owner=None, lease_expires_at=None)
+                )
+        if ids:
+            log.info("took back %d job(s) leased by %s before it restarted", len(ids), self.owner)
+        return ids
+
+    async def run(
+        self, job_id: str, progress: JobProgress | None = None, on_late: JobLateHandler | None = None
+    ) -> JobOutcome | None:
         """Advance the job as far as it goes: submit or resume, store the result. Returns the outcome
-        to deliver, or None when another process holds the job or it needs nothing more."""
+        to deliver, or None when another process holds the job or it needs nothing more.
+        ``on_late`` hears once that a video is past the deadline and still being made."""
         job = await self._acquire(job_id)
         if job is None:
             return None
@@ -261,7 +308,7 @@ class JobService:
             if job.state == JobState.SUBMITTING:
                 await self._fail(job_id, INTERRUPTED_SUBMISSION)
             else:
-                await self._work(job, progress)
+                await self._work(job, progress, on_late)
             finished = await self._load(job_id)
         except asyncio.CancelledError:
             raise
@@ -281,7 +328,7 @@ class JobService:
         if reservation is not None and self.budgets is not None:
             await self.budgets.release(reservation)
 
-    async def _work(self, job: JobRecord, progress: JobProgress | None) -> None:
+    async def _work(self, job: JobRecord, progress: JobProgress | None, on_late: JobLateHandler | None) -> None:
         try:
             payload: VideoPayload | ThumbnailPayload = (
                 VideoPayload.model_validate_json(job.payload)
@@ -294,7 +341,7 @@ class JobService:
             return
         try:
             if isinstance(payload, VideoPayload):
-                await self._run_video(job, payload, progress)
+                await self._run_video(job, payload, progress, on_late)
             else:
                 await self._run_thumbnail(job, payload)
         except (ValidationError, FileNotFoundError):
@@ -304,7 +351,9 @@ class JobService:
             log.warning("job %s failed: %s: %s", job.id, type(exc).__name__, exc)
             await self._fail(job.id, exc.user_message)
 
-    async def _run_video(self, job: JobRecord, payload: VideoPayload, progress: JobProgress | None) -> None:
+    async def _run_video(
+        self, job: JobRecord, payload: VideoPayload, progress: JobProgress | None, on_late: JobLateHandler | None
+    ) -> None:
         image = await asyncio.to_thread(Path(payload.image_path).read_bytes) if payload.image_path else None
         request = VideoRequest(
             prompt=payload.prompt,
@@ -315,8 +364,12 @@ class JobService:
             image=image,
         )
         resume = job.operation_name if job.state == JobState.RUNNING else None
+        already_elapsed = 0.0
         if resume is None:
-            await self._set(job.id, state=JobState.SUBMITTING)
+            await self._set(job.id, state=JobState.SUBMITTING, submitted_at=utcnow())
+        else:
+            submitted = as_utc(job.submitted_at or job.created_at) or utcnow()
+            already_elapsed = max(0.0, (utcnow() - submitted).total_seconds())
 
         async def on_operation(name: str) -> None:
             await self._set(job.id, state=JobState.RUNNING, operation_name=name)
@@ -326,14 +379,23 @@ class JobService:
             if progress is not None:
                 await progress(update_)
 
+        async def late(elapsed: float) -> None:
+            if on_late is not None:
+                await on_late(JobLate(job.id, job.kind, JobAddress(job.platform, job.chat_id, job.user_key), elapsed))
+
         result = await generate_video_from_payload(
-            request, on_operation=on_operation, on_progress=on_progress, resume_operation=resume
+            request,
+            on_operation=on_operation,
+            on_progress=on_progress,
+            on_late=late,
+            resume_operation=resume,
+            already_elapsed=already_elapsed,
         )
         cost = await self._account(job, payload, "video", self.video_model, result.usage)
         await self._store_result(job.id, "mp4", result.video, result.mime_type, cost)
 
     async def _run_thumbnail(self, job: JobRecord, payload: ThumbnailPayload) -> None:
-        await self._set(job.id, state=JobState.SUBMITTING)
+        await self._set(job.id, state=JobState.SUBMITTING, submitted_at=utcnow())
         thumbnail = await generate_thumbnail_image(
             ThumbnailRequest(
                 title=payload.title,
@@ -395,13 +457,14 @@ class JobService:
     # -- delivery -----------------------------------------------------------------------------------
 
     async def mark_delivered(self, job_id: str) -> bool:
-        """The idempotency mark: only the first call for a job returns True."""
+        """The idempotency mark: only the first call for a job returns True. A failed job keeps its
+        state (its error message is what was delivered), so /jobs shows it as failed."""
         async with sessions().begin() as session:
             result = await session.execute(
                 update(JobRecord)
                 .where(JobRecord.id == job_id, JobRecord.delivered_at.is_(None))
                 .values(
-                    state=JobState.DELIVERED,
+                    state=case((JobRecord.state == JobState.FAILED, JobState.FAILED), else_=JobState.DELIVERED),
                     delivered_at=utcnow(),
                     lease_owner=None,
                     lease_expires_at=None,
@@ -490,24 +553,26 @@ class JobService:
         return self._outcome(job, JobAddress(job.platform, job.chat_id, job.user_key))
 
     async def purge_media(self, older_than: timedelta) -> int:
-        """Delete result files of jobs finished before the retention window; rows stay for /jobs."""
+        """Delete the result and input files of jobs that ended (succeeded, failed or cancelled)
+        before the retention window; rows stay for /jobs. Returns how many files were removed."""
         cutoff = utcnow() - older_than
         async with sessions()() as session:
             rows = list(
                 await session.execute(
-                    select(JobRecord.id, JobRecord.result_path).where(
-                        JobRecord.finished_at < cutoff, JobRecord.result_path.is_not(None)
+                    select(JobRecord.id, JobRecord.result_path, JobRecord.input_path).where(
+                        JobRecord.finished_at < cutoff,
+                        or_(JobRecord.result_path.is_not(None), JobRecord.input_path.is_not(None)),
                     )
                 )
             )
         removed = 0
-        for job_id, result_path in rows:
-            path = Path(str(result_path))
-            if await asyncio.to_thread(_remove_file, path):
-                removed += 1
-            await self._set(job_id, result_path=None)
-            image = self.media_dir / "inputs" / f"{job_id}.img"
-            await asyncio.to_thread(_remove_file, image)
+        for job_id, result_path, input_path in rows:
+            paths = {self.media_dir / "inputs" / f"{job_id}.img"}
+            paths.update(Path(str(p)) for p in (result_path, input_path) if p is not None)
+            for path in paths:
+                if await asyncio.to_thread(_remove_file, path):
+                    removed += 1
+            await self._set(job_id, result_path=None, input_path=None)
         return removed
 
 

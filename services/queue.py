@@ -18,27 +18,35 @@ from dataclasses import dataclass, field
 from taskiq import AsyncBroker, InMemoryBroker
 from taskiq_redis import RedisStreamBroker
 
-from services.jobs import JobOutcome, JobProgress, JobService
+from services.jobs import JobLate, JobOutcome, JobProgress, JobService
+from services.video import VideoProgress
 
 log = logging.getLogger(__name__)
 
 TASK_NAME = "reelwright.run_job"
 Deliver = Callable[[JobOutcome], Awaitable[None]]
+NotifyLate = Callable[[JobLate], Awaitable[None]]
 
 
 @dataclass
 class _Watcher:
     progress: JobProgress | None
-    outcome: asyncio.Future[JobOutcome]
+    outcome: asyncio.Future[JobOutcome | JobLate]
 
 
 @dataclass
 class JobExecutor:
     """Runs one job id: the work, then delivery through ``deliver`` and the idempotency mark, unless
-    an interactive command in this process is waiting for it (then that command delivers it)."""
+    an interactive command in this process is waiting for it (then that command delivers it).
+
+    A video past the deadline ends the command's wait with a ``JobLate`` (the command answers that it
+    will follow); with no command waiting, ``notify_late`` tells the chat. The work goes on either
+    way, and its result is then delivered through ``deliver``.
+    """
 
     jobs: JobService
     deliver: Deliver
+    notify_late: NotifyLate | None = None
     watchers: dict[str, _Watcher] = field(default_factory=dict)
     running: set[str] = field(default_factory=set)
 
@@ -51,12 +59,32 @@ class JobExecutor:
         finally:
             self.running.discard(job_id)
 
-    async def _execute(self, job_id: str) -> None:
+    def _waiting(self, job_id: str) -> _Watcher | None:
+        """The interactive command still waiting for this job, if any."""
         watcher = self.watchers.get(job_id)
-        outcome = await self.jobs.run(job_id, progress=watcher.progress if watcher else None)
+        return watcher if watcher is not None and not watcher.outcome.done() else None
+
+    async def _execute(self, job_id: str) -> None:
+        async def progress(update: VideoProgress) -> None:
+            watcher = self._waiting(job_id)
+            if watcher is not None and watcher.progress is not None:
+                await watcher.progress(update)
+
+        async def late(notice: JobLate) -> None:
+            watcher = self._waiting(job_id)
+            if watcher is not None:
+                watcher.outcome.set_result(notice)
+            elif self.notify_late is not None:
+                try:
+                    await self.notify_late(notice)
+                except Exception:
+                    log.warning("could not tell the chat that job %s is late", job_id, exc_info=True)
+
+        outcome = await self.jobs.run(job_id, progress=progress, on_late=late)
         if outcome is None:
             return
-        if watcher is not None and not watcher.outcome.done():
+        watcher = self._waiting(job_id)
+        if watcher is not None:
             watcher.outcome.set_result(outcome)
             return
         try:
@@ -67,8 +95,8 @@ class JobExecutor:
             return
         await self.jobs.mark_delivered(job_id)
 
-    def watch(self, job_id: str, progress: JobProgress | None) -> asyncio.Future[JobOutcome]:
-        future: asyncio.Future[JobOutcome] = asyncio.get_running_loop().create_future()
+    def watch(self, job_id: str, progress: JobProgress | None) -> asyncio.Future[JobOutcome | JobLate]:
+        future: asyncio.Future[JobOutcome | JobLate] = asyncio.get_running_loop().create_future()
         self.watchers[job_id] = _Watcher(progress, future)
         return future
 

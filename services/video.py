@@ -2,7 +2,10 @@
 
 The operation name is handed to ``on_operation`` the moment it is known, so a caller can store it
 before anything else happens; ``resume_operation`` polls an existing operation instead of paying for
-a new one. Transient poll failures do not abandon paid work: polling goes on until the deadline.
+a new one. Paid work is never abandoned: transient poll failures are polled through, and a video
+still rendering at the deadline is only reported late (``on_late``, once) and polled on until Veo
+answers or the hard deadline passes. Both clocks count from the submission, across restarts
+(``already_elapsed``).
 """
 
 from __future__ import annotations
@@ -58,8 +61,30 @@ class VideoFailed(UpstreamError):
     """Veo finished the operation with an error instead of a video."""
 
 
+class VideoAbandoned(UpstreamError):
+    """Veo still had not finished the operation at the hard deadline; it is no longer polled."""
+
+
 OnOperation = Callable[[str], Awaitable[None]]
 OnProgress = Callable[[VideoProgress], Awaitable[None]]
+OnLate = Callable[[float], Awaitable[None]]
+
+
+def duration_text(seconds: float) -> str:
+    """A span for people: "45 min", "6 h", "1.5 h"."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:.3g} h"
+    if seconds >= 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s"
+
+
+def abandoned_message(hard_deadline_seconds: float) -> str:
+    return (
+        f"The video service did not finish this video within {duration_text(hard_deadline_seconds)}, so it was "
+        "not delivered and is not counted in your usage. Please ask again with /video; a shorter clip or a "
+        "simpler prompt usually renders faster."
+    )
 
 
 def video_prompt(request: VideoRequest) -> str:
@@ -88,12 +113,20 @@ async def generate_video_from_payload(
     *,
     on_operation: OnOperation | None = None,
     on_progress: OnProgress | None = None,
+    on_late: OnLate | None = None,
     resume_operation: str | None = None,
+    already_elapsed: float = 0.0,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> VideoResult:
-    """Generate (or resume) one Veo video and return its verified MP4 bytes."""
+    """Generate (or resume) one Veo video and return its verified MP4 bytes.
+
+    ``already_elapsed`` is how long ago a resumed operation was submitted. ``on_late`` is awaited
+    once, when the deadline is crossed during this call (not again for an operation resumed after
+    it); polling then goes on, at the same cap, until the hard deadline.
+    """
     config = service_config()
-    started = time.monotonic()
+    started = time.monotonic() - already_elapsed
+    late_told = already_elapsed >= config.video_deadline_seconds
     request, mime = _checked(request)
 
     async def report(stage: Literal["submitted", "rendering", "downloading", "done"], polls: int) -> None:
@@ -122,12 +155,6 @@ async def generate_video_from_payload(
     delay = config.video_poll_initial_seconds
     polls = 0
     while True:
-        if time.monotonic() - started > config.video_deadline_seconds:
-            raise UpstreamUnavailable(
-                f"video operation {name} not done after {config.video_deadline_seconds:.0f} s",
-                provider=genai_connector.PROVIDER,
-                user_message="The video is taking much longer than usual. It will be delivered if it finishes.",
-            )
         await sleep(delay)
         delay = min(delay * POLL_GROWTH, config.video_poll_max_seconds)
         polls += 1
@@ -135,11 +162,22 @@ async def generate_video_from_payload(
             status = await genai_connector.poll_video(name)
         except (UpstreamUnavailable, RateLimited) as exc:
             log.warning("poll %d of %s failed, will poll again: %s", polls, name, exc)
-            continue
-        if not status.done:
+        else:
+            if status.done:
+                break
             await report("rendering", polls)
-            continue
-        break
+        elapsed = time.monotonic() - started
+        if elapsed > config.video_hard_deadline_seconds:
+            raise VideoAbandoned(
+                f"video operation {name} not done after {elapsed:.0f} s; no longer polled",
+                provider=genai_connector.PROVIDER,
+                user_message=abandoned_message(config.video_hard_deadline_seconds),
+            )
+        if not late_told and elapsed > config.video_deadline_seconds:
+            late_told = True
+            log.warning("video operation %s is late (%.0f s); polling on", name, elapsed)
+            if on_late is not None:
+                await on_late(elapsed)
 
     if status.filtered_reasons:
         raise ContentBlocked(

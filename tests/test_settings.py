@@ -186,3 +186,25 @@ def test_the_sandbox_reaches_real_chats_only_on_purpose(monkeypatch: pytest.Monk
     assert with_token.serves_platforms and not with_token.sandbox_allowed
     monkeypatch.setenv("REELWRIGHT_SANDBOX", "1")
     assert load_settings(_env_file=None, discord_bot_token="a.b.c").sandbox_allowed
+
+
+def test_the_instance_id_defaults_to_host_and_role_and_can_be_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    settings = load_settings()
+    host = socket.gethostname()
+    assert settings.instance_id_for("run") == f"{host}:run"
+    assert settings.instance_id_for("worker") == f"{host}:worker" != settings.instance_id_for("run")
+    monkeypatch.setenv("INSTANCE_ID", " bot-a ")
+    assert load_settings().instance_id_for("worker") == "bot-a"
+    monkeypatch.setenv("INSTANCE_ID", "x" * 65)
+    with pytest.raises(SettingsError, match="INSTANCE_ID"):
+        load_settings()
+
+
+def test_the_hard_video_deadline_cannot_come_before_the_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().video_hard_deadline_seconds == 6 * 3600
+    monkeypatch.setenv("VIDEO_DEADLINE_SECONDS", "900")
+    monkeypatch.setenv("VIDEO_HARD_DEADLINE_SECONDS", "600")
+    with pytest.raises(SettingsError, match="VIDEO_HARD_DEADLINE_SECONDS"):
+        load_settings()

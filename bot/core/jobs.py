@@ -1,9 +1,11 @@
 """Commands that run as durable jobs (/video, /thumbnail) and /jobs, on top of services.jobs.
 
 In the embedded setup the job runs in this process and the command waits for it, showing
-progress, and delivers the result itself (marking the job delivered afterwards). With a Redis
-queue a worker runs it and delivers through the platform's ChatSender; the command answers at
-once that the job is queued. Either way, after a crash the job resumes and is delivered once.
+progress, and delivers the result itself (marking the job delivered afterwards). A video still
+rendering at the deadline ends the wait with a "late, will follow" answer; the job goes on and
+its result is posted through the platform's ChatSender. With a Redis queue a worker runs it and
+delivers through the ChatSender; the command answers at once that the job is queued. Either way,
+after a crash the job resumes and is delivered once.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from bot.core.context import ChatRef, CommandContext
 from bot.core.rendering import video_progress_text
 from bot.core.replies import Media, Reply
 from connectors.errors import UserInputError
-from services.jobs import JobAddress, JobOutcome, JobService, JobView
+from services.config import service_config
+from services.jobs import JobAddress, JobLate, JobOutcome, JobService, JobView, as_utc
 from services.queue import JobExecutor, JobQueue
-from services.store.models import JobState
-from services.video import VideoProgress
+from services.store.models import JobRecord, JobState
+from services.video import VideoProgress, duration_text
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,28 @@ async def outcome_reply(outcome: JobOutcome) -> Reply:
     return Reply(blocks=[outcome.caption], media=[media])
 
 
+def late_reply(job_id: str, elapsed_seconds: float) -> Reply:
+    """A video past the deadline: still being made, will be posted here, paid once."""
+    return Reply(
+        blocks=[
+            f"⏳ Video job {job_id[:8]} is taking longer than usual ({duration_text(elapsed_seconds)} so far). "
+            "It is still being made and will be posted here as soon as it's ready; you don't need to ask "
+            f"again (it is paid once). /jobs shows it."
+        ]
+    )
+
+
+def _late_by_row(job: JobRecord) -> float | None:
+    """How long a video another process is running has been rendering, once past the deadline."""
+    if job.kind != "video" or job.state != JobState.RUNNING:
+        return None
+    submitted = as_utc(job.submitted_at or job.created_at)
+    if submitted is None:
+        return None
+    elapsed = (datetime.now(UTC) - submitted).total_seconds()
+    return elapsed if elapsed > service_config().video_deadline_seconds else None
+
+
 def address_of(ctx: CommandContext) -> JobAddress:
     return JobAddress(platform=ctx.chat.platform, chat_id=ctx.chat.id, user_key=ctx.user.key, chat_key=ctx.chat_key)
 
@@ -57,8 +82,10 @@ class JobCommands:
         self.executor = executor
 
     async def run(self, job_id: str, ctx: CommandContext) -> Reply:
-        """Enqueue the job; in-process, wait for it with progress and deliver it with this reply."""
+        """Enqueue the job; in-process, wait for it with progress and deliver it with this reply,
+        or answer that it will follow when a video passes the deadline."""
         if not self.queue.in_process:
+            await self.jobs.release(job_id)  # any worker may take it at once
             await self.queue.enqueue(job_id)
             return Reply(
                 blocks=[f"⏳ Job {job_id[:8]} is queued. I'll post the result here when it's ready; /jobs shows it."]
@@ -76,10 +103,17 @@ class JobCommands:
                     break
                 except TimeoutError:
                     job = await self.jobs.get(job_id)
-                    if job is not None and job.state in (JobState.DELIVERED, JobState.CANCELLED):
-                        return Reply(blocks=[f"Job {job_id[:8]} was {job.state} by another bot process."])
+                    if job is not None and job.delivered_at is not None:
+                        return Reply(blocks=[f"Job {job_id[:8]} was posted by another bot process."])
+                    if job is not None and job.state == JobState.CANCELLED:
+                        return Reply(blocks=[f"Job {job_id[:8]} was cancelled."])
+                    late = _late_by_row(job) if job is not None and job_id not in self.executor.running else None
+                    if late is not None:
+                        return late_reply(job_id, late)
         finally:
             self.executor.unwatch(job_id)
+        if isinstance(outcome, JobLate):
+            return late_reply(job_id, outcome.elapsed_seconds)
         reply = await outcome_reply(outcome)
 
         async def delivered() -> None:

@@ -25,7 +25,7 @@ class JobState(StrEnum):
     SUBMITTING = "submitting"  # the paid call is being made: never made again from this state
     RUNNING = "running"  # the provider has the work; its operation name is stored
     SUCCEEDED = "succeeded"
-    FAILED = "failed"
+    FAILED = "failed"  # final; delivered_at tells whether its error message was posted
     DELIVERED = "delivered"
     CANCELLED = "cancelled"
 
@@ -51,6 +51,10 @@ class JobRecord(Base):
     payload: Mapped[str] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     operation_name: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    # When the paid call was made: the video deadlines count from here, across restarts.
+    submitted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The uploaded input image in MEDIA_DIR, removed with the result after the retention period.
+    input_path: Mapped[str | None] = mapped_column(String(500), nullable=True)
     result_path: Mapped[str | None] = mapped_column(String(500), nullable=True)
     result_mime: Mapped[str | None] = mapped_column(String(60), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 
 from bot.core.catalog import build_commands
 from bot.core.dispatcher import ChatCore
 from bot.core.jobs import JobCommands
+from connectors.database import sessions
 from services.character import CharacterProfile
 from services.characters import DatabaseCharacterBook
-from services.jobs import JobOutcome, JobService
+from services.config import configure_services
+from services.jobs import JobLate, JobOutcome, JobService
+from services.ledger import UsageLedger
+from services.pricing import PriceTable
 from services.queue import JobExecutor, JobQueue
-from services.store.models import JobState
+from services.store.models import JobState, UsageRecord
 from tests.bot.helpers import RecordingResponder, invocation
+from tests.conftest import TEST_SERVICE_CONFIG
 from tests.fakes import FakeGenAI, FakeOpenRouter
+from tests.services.test_jobs import wait_until
 
 Upstreams = tuple[FakeOpenRouter, FakeGenAI]
 
@@ -54,7 +64,7 @@ async def test_video_runs_as_a_job_with_progress_and_is_marked_delivered(
     assert len(veo.video_generation_requests) == 1
 
 
-async def test_failed_job_is_one_error_reply_and_counts_as_delivered(
+async def test_failed_job_is_one_error_reply_and_jobs_shows_it_failed(
     setup: tuple[ChatCore, JobService], upstreams: Upstreams
 ) -> None:
     core, jobs = setup
@@ -65,7 +75,11 @@ async def test_failed_job_is_one_error_reply_and_counts_as_delivered(
     assert reply.is_error and "safety filter" in reply.text
     assert len(responder.delivered) == 1
     [view] = await jobs.list_jobs("test:42")
-    assert view.state == JobState.DELIVERED and view.error
+    assert view.state == JobState.FAILED and view.error
+    assert view.delivered_at is not None  # the error message was posted: not retried
+    assert await jobs.unfinished_job_ids(include_leased=True) == []
+    listing = await core.handle(invocation("jobs", ""), responder)
+    assert "· failed ·" in listing.text and "delivered" not in listing.text
 
 
 async def test_undelivered_result_stays_for_a_later_delivery(
@@ -126,3 +140,93 @@ async def test_a_character_copied_with_control_characters_is_stored_clean(
     await book.remember("test:43", hero.model_copy(update={"name": "Cap\x00tain 👩\u200d🚀", "summary": "s\x00\ud800"}))
     found = await book.find("test:43", "captain 👩\u200d🚀")
     assert found is not None and (found.name, found.summary) == ("Captain 👩\u200d🚀", "s")
+
+
+async def test_a_video_past_the_deadline_is_answered_late_then_delivered_once_and_paid_once(
+    tmp_path: Path, database: str, upstreams: Upstreams
+) -> None:
+    _, veo = upstreams
+    veo.video_seconds = 1.0  # Veo takes longer than the deadline below
+    configure_services(dataclasses.replace(TEST_SERVICE_CONFIG, video_deadline_seconds=0.2))
+    delivered: list[JobOutcome] = []
+    told_late: list[JobLate] = []
+    done = asyncio.Event()
+
+    async def deliver(outcome: JobOutcome) -> None:  # what Runtime.deliver_outcome does: the ChatSender
+        delivered.append(outcome)
+        done.set()
+
+    async def notify_late(notice: JobLate) -> None:
+        told_late.append(notice)
+
+    ledger = UsageLedger(PriceTable(""))
+    jobs = JobService(tmp_path / "media", ledger=ledger)
+    executor = JobExecutor(jobs, deliver, notify_late)
+    queue = JobQueue(executor)
+    await queue.start()
+    core = ChatCore(build_commands(characters=DatabaseCharacterBook(), jobs=JobCommands(jobs, queue, executor)))
+    try:
+        reply = await core.handle(invocation("video", "a slow sunrise duration=4"), RecordingResponder())
+        assert not reply.is_error, reply.text
+        assert "taking longer than usual" in reply.text and "posted here" in reply.text and not reply.media
+        [view] = await jobs.list_jobs("test:42")
+        assert view.state == JobState.RUNNING  # still polled, not abandoned
+        await asyncio.wait_for(done.wait(), timeout=30)
+        await wait_until(lambda: _delivered(jobs, view.id), "the delivery mark")
+    finally:
+        await queue.stop()
+    [outcome] = delivered
+    assert outcome.ok and outcome.job_id == view.id and outcome.media_path is not None
+    assert outcome.media_path.read_bytes()[4:8] == b"ftyp"
+    assert told_late == []  # the command already said so
+    assert (await jobs.list_jobs("test:42"))[0].cost_usd is not None
+    assert len(veo.video_generation_requests) == 1
+    await ledger.flush()
+    async with sessions()() as session:
+        assert await session.scalar(select(func.count()).select_from(UsageRecord)) == 1
+
+
+async def test_with_a_shared_queue_the_command_leaves_the_job_free_for_any_worker(
+    tmp_path: Path, database: str, upstreams: Upstreams, redis_url: str
+) -> None:
+    name = f"reelwright:test:{uuid.uuid4().hex}"
+    delivered: list[str] = []
+    done = asyncio.Event()
+
+    async def deliver(outcome: JobOutcome) -> None:
+        delivered.append(outcome.job_id)
+        done.set()
+
+    async def bot_never_delivers(outcome: JobOutcome) -> None:
+        raise AssertionError("the bot process runs no jobs with a shared queue")
+
+    bot_jobs = JobService(tmp_path / "media", owner="host:run")
+    bot_executor = JobExecutor(bot_jobs, bot_never_delivers)
+    bot_queue = JobQueue(bot_executor, redis_url, queue_name=name)
+    worker_queue = JobQueue(
+        JobExecutor(JobService(tmp_path / "media", owner="host:worker"), deliver), redis_url, queue_name=name
+    )
+    await bot_queue.start()
+    await worker_queue.start()
+    worker = asyncio.create_task(worker_queue.run_worker())
+    core = ChatCore(
+        build_commands(characters=DatabaseCharacterBook(), jobs=JobCommands(bot_jobs, bot_queue, bot_executor))
+    )
+    try:
+        reply = await core.handle(invocation("thumbnail", "My Dragon"), RecordingResponder())
+        assert "queued" in reply.text
+        [view] = await bot_jobs.list_jobs("test:42")
+        job = await bot_jobs.get(view.id)
+        assert job is not None and job.lease_owner != "host:run"  # no 90 s wait for the bot's lease
+        await asyncio.wait_for(done.wait(), timeout=30)
+    finally:
+        worker.cancel()
+        await asyncio.gather(worker, return_exceptions=True)
+        await worker_queue.stop()
+        await bot_queue.stop()
+    assert delivered == [view.id]
+
+
+async def _delivered(jobs: JobService, job_id: str) -> bool:
+    job = await jobs.get(job_id)
+    return job is not None and job.state == JobState.DELIVERED

@@ -4,6 +4,7 @@ resumed by operation name after a crash, delivered once, never paid twice."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import uuid
 from collections.abc import Awaitable, Callable
@@ -14,11 +15,14 @@ import pytest
 from sqlalchemy import update
 
 from connectors.database import sessions
-from services.jobs import DAMAGED_PAYLOAD, INTERRUPTED_SUBMISSION, JobAddress, JobOutcome, JobService
+from services.config import configure_services
+from services.jobs import DAMAGED_PAYLOAD, INTERRUPTED_SUBMISSION, JobAddress, JobLate, JobOutcome, JobService
 from services.queue import JobExecutor, JobQueue
-from services.store.models import JobRecord, JobState
+from services.store.models import JobRecord, JobState, utcnow
 from services.thumbnail import ThumbnailRequest
 from services.video import VideoRequest
+from tests.bot.helpers import png_bytes
+from tests.conftest import TEST_SERVICE_CONFIG
 from tests.fakes import FakeGenAI, FakeOpenRouter
 
 Upstreams = tuple[FakeOpenRouter, FakeGenAI]
@@ -211,6 +215,93 @@ async def test_media_past_retention_is_removed(service: JobService, upstreams: U
     assert await service.purge_media(timedelta(seconds=-1)) == 1
     assert not outcome.media_path.exists()
     assert (await service.list_jobs(ADDRESS.user_key))[0].has_result is False
+
+
+async def test_inputs_of_failed_and_cancelled_jobs_are_purged_too(service: JobService, upstreams: Upstreams) -> None:
+    _, veo = upstreams
+    veo.video_outcome = "error"
+    failed = await service.create_video_job(ADDRESS, VideoRequest(prompt="x", image=png_bytes()))
+    cancelled = await service.create_video_job(ADDRESS, VideoRequest(prompt="y", image=png_bytes()))
+    outcome = await service.run(failed)
+    assert outcome is not None and not outcome.ok
+    await service.cancel(ADDRESS.user_key, cancelled[:8])
+    inputs = [service.media_dir / "inputs" / f"{job_id}.img" for job_id in (failed, cancelled)]
+    assert all(path.exists() for path in inputs)
+    assert await service.purge_media(timedelta(days=1)) == 0
+    assert all(path.exists() for path in inputs)
+    assert await service.purge_media(timedelta(seconds=-1)) == 2
+    assert not any(path.exists() for path in inputs)
+    assert await service.purge_media(timedelta(seconds=-1)) == 0
+    assert {view.state for view in await service.list_jobs(ADDRESS.user_key)} == {JobState.FAILED, JobState.CANCELLED}
+
+
+async def test_a_video_past_the_hard_deadline_fails_clearly_after_one_late_notice(
+    tmp_path: Path, database: str, upstreams: Upstreams
+) -> None:
+    _, veo = upstreams
+    veo.polls_until_done = 10**6  # Veo never finishes
+    configure_services(
+        dataclasses.replace(TEST_SERVICE_CONFIG, video_deadline_seconds=0.1, video_hard_deadline_seconds=1)
+    )
+    delivered: list[JobOutcome] = []
+    late: list[JobLate] = []
+
+    async def deliver(outcome: JobOutcome) -> None:
+        delivered.append(outcome)
+
+    async def notify_late(notice: JobLate) -> None:
+        late.append(notice)
+
+    executor = JobExecutor(JobService(tmp_path / "media"), deliver, notify_late)
+    job_id = await executor.jobs.create_video_job(ADDRESS, VideoRequest(prompt="x", duration_seconds=4))
+    await executor.execute(job_id)
+    assert [notice.job_id for notice in late] == [job_id]
+    [outcome] = delivered
+    assert outcome.error is not None and "did not finish this video within 1 s" in outcome.error
+    assert "not delivered" in outcome.error and "/video" in outcome.error
+    job = await state_of(job_id)
+    assert job.state == JobState.FAILED and job.delivered_at is not None
+    assert len(veo.video_generation_requests) == 1 and len(veo.poll_requests) > 1
+
+
+async def test_a_restarted_instance_takes_back_its_own_leases_at_once(
+    tmp_path: Path, database: str, upstreams: Upstreams
+) -> None:
+    _, veo = upstreams
+    veo.polls_until_done = 10**6
+    configure_services(dataclasses.replace(TEST_SERVICE_CONFIG, video_deadline_seconds=0.1))
+    before = JobService(tmp_path / "media", owner="host-a:run", lease_seconds=90)
+    job_id = await before.create_video_job(ADDRESS, VideoRequest(prompt="x", duration_seconds=4))
+    late: list[JobLate] = []
+
+    async def notify_late(notice: JobLate) -> None:
+        late.append(notice)
+
+    killed = asyncio.create_task(before.run(job_id, on_late=notify_late))
+    await wait_until(lambda: _told(late), "the video to be late")
+    killed.cancel()  # SIGKILL: the 90 s lease stays on the row
+    with pytest.raises(asyncio.CancelledError):
+        await killed
+
+    restarted_at = utcnow()
+    after = JobService(tmp_path / "media", owner="host-a:run", lease_seconds=90)
+    elsewhere = JobService(tmp_path / "media", owner="host-b:run", lease_seconds=90)
+    own_new_job = await after.create_thumbnail_job(ADDRESS, ThumbnailRequest(title="made after the restart"))
+    assert await after.unfinished_job_ids() == []  # both leases are live
+    assert await elsewhere.reclaim_orphaned_leases(restarted_at) == []
+    assert await after.reclaim_orphaned_leases(restarted_at) == [job_id]
+    assert await after.unfinished_job_ids() == [job_id]
+    assert (await state_of(own_new_job)).lease_owner == "host-a:run"
+
+    veo.polls_until_done = 1
+    outcome = await after.run(job_id, on_late=notify_late)
+    assert outcome is not None and outcome.ok
+    assert len(late) == 1  # the user was told once, before the restart
+    assert len(veo.video_generation_requests) == 1
+
+
+async def _told(late: list[JobLate]) -> bool:
+    return bool(late)
 
 
 async def test_redis_queue_with_a_worker_runs_and_delivers_once(
