@@ -29,16 +29,17 @@ def storable(text: str) -> str:
     return _UNSTORABLE.sub("", text)
 
 
-def _visible(text: str) -> str:
-    """Drop format characters (zero-width spaces and joiners, BOM, bidi marks): they are invisible,
-    so a prompt made only of them is empty to the user and must not reach a paid model."""
-    return "".join(char for char in text if unicodedata.category(char) != "Cf")
+def _has_visible(text: str) -> bool:
+    """Whether ``text`` shows anything: format characters (zero-width spaces and joiners, BOM, bidi
+    marks) and spaces do not, so a prompt made only of them must not reach a paid model. Stops at
+    the first visible character, which is almost always the first one."""
+    return any(not char.isspace() and unicodedata.category(char) != "Cf" for char in text)
 
 
 def clean_prompt(text: str | None, *, what: str, max_chars: int) -> str:
     """Strip and bound user text, refusing empty or over-long input before any paid call."""
     cleaned = " ".join(storable(text or "").split())
-    if not _visible(cleaned).strip():
+    if not _has_visible(cleaned):
         raise UserInputError(f"Please describe the {what}.")
     if len(cleaned) > max_chars:
         raise UserInputError(f"The {what} is {len(cleaned)} characters; the limit is {max_chars}.")
