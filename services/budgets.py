@@ -11,7 +11,7 @@ Two books with one interface:
 * ``RedisBudgets`` (REDIS_URL, any number of bot and worker processes): one Redis counter per
   budget and period holds spent + reserved in micro-dollars. One Lua script checks all four
   counters and adds to all four, or to none. A counter Redis does not have (first use in a period,
-  or Redis restarted) is seeded from the database's usage rows, then the script runs again.
+  or Redis restarted) starts from the usage ledger's totals, passed with every call.
 
 Reservations taken over by a durable job travel in the job's payload: the job settles or releases
 them, and ``hold`` re-establishes one (without a check: that money is already committed) when a
@@ -170,11 +170,11 @@ class LocalBudgets:
 
 
 # KEYS: the four counters, then the reservation key. ARGV: amount, the four limits (0 = none), the
-# reservation's JSON, its TTL, mode ("reserve", "check" or "hold"). Returns {1} when done, {0, i, used}
-# when counter i would pass its limit, {-1, i} when counter i must be seeded first.
+# reservation's JSON, its TTL, mode ("reserve", "check" or "hold"), then per counter the value to
+# start it from and its TTL. Returns {1} when done, {0, i, used} when counter i would pass its limit.
 _RESERVE_SCRIPT = """
 for i = 1, 4 do
-  if redis.call('EXISTS', KEYS[i]) == 0 then return {-1, i} end
+  redis.call('SET', KEYS[i], ARGV[8 + i], 'NX', 'EX', tonumber(ARGV[12 + i]))
 end
 local amount = tonumber(ARGV[1])
 local mode = ARGV[8]
@@ -239,6 +239,7 @@ class RedisBudgets:
         self, mode: str, user_key: str, chat_key: str, amount: Decimal, reservation: Reservation | None
     ) -> BudgetRefusal | None:
         now = utcnow()
+        await self.ledger.ensure_fresh(now)
         slots = self.limits.slots(user_key, chat_key)
         counters = [self._counter(scope, key, period, now) for scope, key, period, _ in slots]
         body = json.dumps({"micros": _micros(amount), "counters": counters})
@@ -249,25 +250,25 @@ class RedisBudgets:
             body,
             RESERVATION_TTL_SECONDS,
             mode,
+            *(self._seed(scope, key, period) for scope, key, period, _ in slots),
+            *(COUNTER_TTL_SECONDS[period] for _, _, period, _ in slots),
         ]
-        for _ in range(len(counters) + 1):
-            result = await self._reserve(keys=[*counters, reservation_key], args=args)
-            status = int(result[0])
-            if status == 1:
-                return None
-            index = int(result[1]) - 1
-            if status == -1:
-                await self._seed(counters[index], slots[index][0], slots[index][1], slots[index][2], now)
-                continue
-            scope, _, period, limit = slots[index]
-            used = Decimal(int(result[2])) / MICRO
-            return BudgetRefusal(scope, period, limit, max(Decimal("0"), limit - used), _resets_at(period, now))
-        raise RuntimeError("budget counters vanished while being seeded")
+        result = await self._reserve(keys=[*counters, reservation_key], args=args)
+        if int(result[0]) == 1:
+            return None
+        index = int(result[1]) - 1
+        scope, _, period, limit = slots[index]
+        used = Decimal(int(result[2])) / MICRO
+        return BudgetRefusal(scope, period, limit, max(Decimal("0"), limit - used), _resets_at(period, now))
 
-    async def _seed(self, counter: str, scope: Scope, key: str, period: Period, now: datetime) -> None:
-        since = day_start(now) if period == "day" else month_start(now)
-        spent = await self.ledger.total_since(scope, key, since)
-        await redis_client().set(counter, _micros(spent), nx=True, ex=COUNTER_TTL_SECONDS[period])
+    def _seed(self, scope: Scope, key: str, period: Period) -> int:
+        """Where a counter Redis does not have starts: the ledger's totals (the database's, refreshed
+        periodically, plus this process's unflushed rows), so no query per new user or chat. A
+        counter is missing on first use in a period, when no process has spent on it yet, or after
+        Redis lost its data, when the ledger's last refresh is the best record there is. The script
+        uses it only for a counter that does not exist (SET NX)."""
+        spend = self.ledger.current(scope, key)
+        return _micros(spend.today if period == "day" else spend.this_month)
 
     async def check(self, user_key: str, chat_key: str, amount: Decimal) -> BudgetRefusal | None:
         return await self._run("check", user_key, chat_key, amount, None)

@@ -114,19 +114,6 @@ class UsageLedger:
         today, month = self._totals.get((kind, key), (Decimal("0"), Decimal("0")))
         return Spend(today=today, this_month=month)
 
-    async def total_since(self, kind: str, key: str, since: datetime) -> Decimal:
-        """What one user or chat spent since ``since``, straight from the database (after flushing
-        this process's pending rows): the seed of a shared budget counter."""
-        column = UsageRecord.user_key if kind == "user" else UsageRecord.chat_key
-        await self.flush()
-        async with sessions()() as session:
-            total = await session.scalar(
-                select(func.sum(cast(UsageRecord.cost_usd, Float))).where(
-                    column == key, UsageRecord.created_at >= since
-                )
-            )
-        return _decimal(total)
-
     async def refresh(self, now: datetime | None = None) -> None:
         """Reload this month's totals per user and chat (what other processes spent included)."""
         now = now or utcnow()

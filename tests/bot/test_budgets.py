@@ -28,6 +28,7 @@ from services.jobs import JobAddress
 from services.metrics import REGISTRY
 from services.pricing import PriceTable
 from services.store.models import UsageRecord
+from services.usage import Usage
 from services.video import VideoRequest
 from tests.bot.helpers import RecordingResponder, png_bytes, uploaded
 from tests.fakes import FakeGenAI, FakeOpenRouter, Fault
@@ -267,3 +268,25 @@ async def test_a_burst_larger_than_the_redis_pool_waits_for_connections(
     )
     assert [reply.text for reply in replies if reply.is_error] == []
     assert len(fake_openrouter.chat_requests) == 300
+
+
+async def test_shared_counters_start_from_what_the_ledger_already_holds(
+    make_runtime: RuntimeFactory, fake_genai: FakeGenAI, redis_url: str
+) -> None:
+    """Spend recorded before Redis had a counter (first use, or Redis lost its data) still counts."""
+    prefix = f"reelwright:test:{uuid.uuid4().hex}"
+    runtime = await make_runtime(
+        redis_url=redis_url, redis_key_prefix=prefix, job_queue_name=f"{prefix}:jobs", budget_user_daily_usd=5.0
+    )
+    assert runtime.ledger is not None
+    runtime.ledger.record(
+        user_key="telegram:7",
+        chat_key="telegram:-100",
+        command="video",
+        model=service_config().video_model,
+        usage=Usage(video_seconds=10),
+    )
+    await runtime.ledger.flush()
+    refused = await runtime.core.handle(command("video", "a cat duration=8"), RecordingResponder())
+    assert refused.is_error and "$1.00 of $5.00 left" in refused.text, refused.text
+    assert fake_genai.video_generation_requests == []
