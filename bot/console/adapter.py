@@ -55,13 +55,26 @@ class ConsoleSender:
         await self.responder.deliver(reply)
 
 
-def _file_image(path: Path) -> IncomingImage:
+def _regular_file_size(path: Path) -> int | None:
+    """The size of a regular file at ``path``, or None when there is none: any error while probing
+    (a name too long for the file system, a permission denied) means "not a file", so the word stays text."""
+    try:
+        return path.stat().st_size if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def _expand_home(path: Path) -> Path:
+    """``~/x`` → the home folder; a ``~name`` with no such user stays as typed."""
+    try:
+        return path.expanduser()
+    except RuntimeError:
+        return path
+
+
+def _file_image(path: Path, size: int | None) -> IncomingImage:
     """A local file as the upload: its size is declared up front, and only a regular file is read."""
-    return IncomingImage(
-        filename=path.name,
-        stream=partial(regular_file_chunks, path),
-        size=path.stat().st_size if path.is_file() else None,
-    )
+    return IncomingImage(filename=path.name, stream=partial(regular_file_chunks, path), size=size)
 
 
 _FIRST_WORD = re.compile(r"""^(image=)?(?:"([^"]*)"|'([^']*)'|(\S+))\s*(.*)$""", re.DOTALL)
@@ -86,9 +99,10 @@ def parse_line(core: ChatCore, line: str) -> Invocation | None:
             explicit, double_quoted, single_quoted, bare, remainder = match.groups()
             word = double_quoted if double_quoted is not None else single_quoted
             quoted = word is not None
-            path = Path(word if quoted else bare).expanduser()
-            if explicit or path.is_file() or (quoted and path.suffix):
-                image = _file_image(path)
+            path = _expand_home(Path(word if quoted else bare))
+            size = _regular_file_size(path)
+            if explicit or size is not None or (quoted and path.suffix):
+                image = _file_image(path, size)
                 rest = remainder
     return Invocation(
         command=name, user=CONSOLE_USER, chat=CONSOLE_CHAT, text=rest, image=image, is_admin=_console_user_is_admin

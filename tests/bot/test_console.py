@@ -174,6 +174,33 @@ def test_an_ordinary_first_word_is_not_an_image(
     assert parsed.text == "Captain"
 
 
+@pytest.mark.parametrize("command", ["video", "character"])
+def test_a_first_word_too_long_for_a_file_name_is_text(core: ChatCore, command: str) -> None:
+    """Probing a 300-character word as a path raises ENAMETOOLONG: the word is text, not a crash."""
+    word = "a" * 300
+    parsed = parse_line(core, f"/{command} {word} surfing")
+    assert parsed is not None
+    assert parsed.image is None
+    assert parsed.text == f"{word} surfing"
+
+
+def test_a_home_folder_of_no_such_user_is_text(core: ChatCore) -> None:
+    parsed = parse_line(core, "/character ~no-such-user-here Captain")
+    assert parsed is not None
+    assert parsed.image is None
+    assert parsed.text == "~no-such-user-here Captain"
+
+
+async def test_an_image_option_too_long_for_a_file_name_is_refused(upstreams: Upstreams, core: ChatCore) -> None:
+    parsed = parse_line(core, f"/character image={'a' * 300} Captain")
+    assert parsed is not None and parsed.image is not None
+    reply = await core.handle(parsed, RecordingResponder())
+    assert reply.is_error
+    assert reply.text.startswith("⚠️ I cannot read aaa")
+    text, media = upstreams
+    assert text.requests == [] and media.requests == []
+
+
 # -- run_console against the fakes -----------------------------------------------------------------
 
 
