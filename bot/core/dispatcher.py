@@ -73,20 +73,20 @@ class ChatCore:
         try:
             await responder.deliver(reply)
         except Exception:
-            log.exception("[%s] delivering /%s failed", correlation_id, invocation.command)
+            log.exception("delivering /%s failed", invocation.command)
             if not reply.is_error:
                 fallback = Reply.error(f"The result could not be delivered here (ref {correlation_id}).")
                 try:
                     await responder.deliver(fallback)
                 except Exception:
-                    log.exception("[%s] delivering the error message failed too", correlation_id)
+                    log.exception("delivering the error message failed too")
                 return fallback
             return reply
         if reply.on_delivered is not None:
             try:
                 await reply.on_delivered()
             except Exception:
-                log.exception("[%s] recording the delivery of /%s failed", correlation_id, invocation.command)
+                log.exception("recording the delivery of /%s failed", invocation.command)
         return reply
 
     async def _run(self, invocation: Invocation, responder: Responder, correlation_id: str) -> Reply:
@@ -117,7 +117,7 @@ class ChatCore:
             progress_interval=self.progress_interval,
             invocation=invocation,
         )
-        log.info("[%s] /%s from %s", correlation_id, command.name, invocation.user.key)
+        log.info("/%s from %s", command.name, invocation.user.key)
         try:
             if context.image is not None:
                 context.image.check_declared_size()  # before any guard, budget or download
@@ -125,10 +125,10 @@ class ChatCore:
         except UserInputError as exc:
             return Reply.error(exc.user_message)
         except ReelwrightError as exc:
-            log.warning("[%s] /%s failed: %s: %s", correlation_id, command.name, type(exc).__name__, exc)
+            log.warning("/%s failed: %s: %s", command.name, type(exc).__name__, exc)
             return Reply.error(exc.user_message)
         except Exception:
-            log.exception("[%s] /%s crashed", correlation_id, command.name)
+            log.exception("/%s crashed", command.name)
             return Reply.error(f"Something went wrong on my side (ref {correlation_id}). Please try again.")
 
     async def run_context(self, context: CommandContext) -> Reply:
