@@ -108,6 +108,8 @@ class Settings(BaseSettings):
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
+    # Where log lines go instead of stderr; an interactive console uses ./reelwright.log when unset.
+    log_file: Path | None = None
 
     # Resilience (connectors/resilience.py): per-call-type timeouts, circuit breakers, bounded lines.
     vision_timeout_seconds: float = Field(default=90.0, gt=0, le=600)

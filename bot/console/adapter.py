@@ -7,6 +7,8 @@ each in turn, which is what scripts and the README's one-liner use.
 from __future__ import annotations
 
 import asyncio
+import codecs
+import os
 import re
 import sys
 import uuid
@@ -20,6 +22,7 @@ from bot.core.replies import Reply
 
 CONSOLE_USER = UserRef(platform="console", id="local", name="you")
 CONSOLE_CHAT = ChatRef(platform="console", id="local")
+PROMPT = "reelwright> "
 
 
 async def _console_user_is_admin() -> bool:
@@ -109,6 +112,68 @@ def parse_line(core: ChatCore, line: str) -> Invocation | None:
     )
 
 
+class LineReader:
+    """Lines from ``stdin``, awaited on the event loop where the OS can poll it (a terminal, a pipe).
+
+    No thread sits blocked in a read, so Ctrl-C (which cancels the main task) ends the console at
+    once: a blocked reader thread would hold the exit until the next Enter. A source that cannot be
+    polled (a regular file, an in-memory text) is read in a worker thread, where a read never waits.
+    """
+
+    def __init__(self, stdin: TextIO) -> None:
+        self.stdin = stdin
+        self.fd = _pollable_fd(stdin)
+        self.decoder = codecs.getincrementaldecoder(getattr(stdin, "encoding", None) or "utf-8")(errors="replace")
+        self.pending = ""
+        self.at_eof = False
+
+    async def readline(self) -> str | None:
+        """The next line with its newline (the last one may lack it), or None at end of input."""
+        if self.fd is None:
+            line = await asyncio.to_thread(self.stdin.readline)
+            return line or None
+        while "\n" not in self.pending and not self.at_eof:
+            chunk = await _read_when_ready(self.fd)
+            self.at_eof = not chunk
+            self.pending += self.decoder.decode(chunk, final=self.at_eof)
+        if not self.pending:
+            return None
+        line, newline, self.pending = self.pending.partition("\n")
+        return line + newline
+
+
+def _pollable_fd(stdin: TextIO) -> int | None:
+    """The file descriptor behind ``stdin`` if the event loop can wait on it, else None."""
+    try:
+        fd = stdin.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_reader(fd, lambda: None)
+    except (OSError, ValueError, NotImplementedError):
+        return None
+    loop.remove_reader(fd)
+    return fd
+
+
+async def _read_when_ready(fd: int) -> bytes:
+    """One read from ``fd`` once it is readable, so the read itself returns without waiting."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, wake)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
+    return os.read(fd, 65536)
+
+
 async def run_console(core: ChatCore, media_dir: Path, stdin: TextIO | None = None, out: TextIO | None = None) -> int:
     """Serve commands from ``stdin`` until EOF or /quit; returns the number of commands handled."""
     stdin = stdin or sys.stdin
@@ -117,13 +182,15 @@ async def run_console(core: ChatCore, media_dir: Path, stdin: TextIO | None = No
     interactive = stdin.isatty()
     if interactive:
         print("Reelwright console. Type /help, or /quit to leave.", file=out, flush=True)
+    reader = LineReader(stdin)
     handled = 0
     while True:
         if interactive:
-            line = await asyncio.to_thread(_prompt)
-        else:
-            line = await asyncio.to_thread(stdin.readline)
-        if line is None or (not interactive and line == ""):
+            print(PROMPT, end="", file=out, flush=True)
+        line = await reader.readline()
+        if line is None:
+            if interactive:
+                print(file=out, flush=True)
             break
         if line.strip() in ("/quit", "/exit"):
             break
@@ -133,10 +200,3 @@ async def run_console(core: ChatCore, media_dir: Path, stdin: TextIO | None = No
         await core.handle(invocation, responder)
         handled += 1
     return handled
-
-
-def _prompt() -> str | None:
-    try:
-        return input("reelwright> ")
-    except EOFError:
-        return None
