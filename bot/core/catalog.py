@@ -517,7 +517,7 @@ def build_commands(
             command = commands.get(topic)
             if command is None:
                 raise UserInputError(f"There is no /{topic}. Send /help for the list.")
-            return Reply(blocks=[command.help_text()])
+            return Reply(blocks=[command.help_text(ctx.chat.platform)])
         lines = ["🎬 Reelwright turns ideas into short-video material. Commands:"]
         lines += [f"/{c.name}: {c.summary}" for c in commands]
         lines.append("Send /help <command> for its options.")

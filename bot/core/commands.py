@@ -69,6 +69,23 @@ class Option:
         return raw
 
 
+@dataclass(frozen=True)
+class ImageForm:
+    """How a user gives an image on a platform where "attach an image" says too little."""
+
+    usage: str
+    how: str
+
+
+#: Per platform; a platform not listed attaches images the way its app does (photo, attachment).
+IMAGE_FORMS: dict[str, ImageForm] = {
+    "console": ImageForm(
+        usage="image=<path>",
+        how="on the console, name the file: image=<path>, or its path as the first word, quoted if it has spaces",
+    ),
+}
+
+
 Handler = Callable[["CommandContext"], Awaitable["Reply"]]
 CostEstimate = Callable[[Mapping[str, Any], ServiceConfig], Sequence[tuple[str, Usage]]]
 """What a command will use at most, per model, from its validated arguments: priced by the guards,
@@ -107,14 +124,16 @@ class Command:
     def option(self, name: str) -> Option | None:
         return next((opt for opt in self.options if opt.name == name), None)
 
-    def usage(self) -> str:
-        """One line of usage, e.g. ``/story <idea> [segments=1-12] [style=...]``."""
+    def usage(self, platform: str | None = None) -> str:
+        """One line of usage, e.g. ``/story <idea> [segments=1-12] [style=...]``, with an image
+        given the way ``platform`` takes one."""
         parts = [f"/{self.name}"]
+        image_form = IMAGE_FORMS[platform].usage if platform in IMAGE_FORMS else "attach an image"
         for opt in self.options:
             if opt.rest:
                 parts.append(f"<{opt.name}>" if opt.required else f"[{opt.name}]")
             elif opt.kind is OptionKind.IMAGE:
-                parts.append("(attach an image)" if opt.required else "[attach an image]")
+                parts.append(f"({image_form})" if opt.required else f"[{image_form}]")
             else:
                 if opt.kind is OptionKind.INTEGER:
                     shape = f"{opt.min_value}-{opt.max_value}"
@@ -125,9 +144,12 @@ class Command:
                 parts.append(f"{opt.name}={shape}" if opt.required else f"[{opt.name}={shape}]")
         return " ".join(parts)
 
-    def help_text(self) -> str:
-        lines = [f"/{self.name}: {self.description}", f"Usage: {self.usage()}"]
-        lines += [f"  {opt.name}: {opt.help}" for opt in self.options]
+    def help_text(self, platform: str | None = None) -> str:
+        """The command explained for ``platform``: usage, each option, and how to give an image there."""
+        lines = [f"/{self.name}: {self.description}", f"Usage: {self.usage(platform)}"]
+        for opt in self.options:
+            how = IMAGE_FORMS[platform].how if opt.kind is OptionKind.IMAGE and platform in IMAGE_FORMS else ""
+            lines.append(f"  {opt.name}: {opt.help}" + (f"; {how}" if how else ""))
         if self.example:
             lines.append(f"Example: {self.example}")
         return "\n".join(lines)

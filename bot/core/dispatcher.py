@@ -102,7 +102,7 @@ class ChatCore:
             if image_option is not None and image_option.required and invocation.image is None:
                 raise UserInputError(f"/{command.name} needs an image.")
         except UserInputError as exc:
-            return Reply.error(f"{exc.user_message}\nUsage: {command.usage()}")
+            return Reply.error(f"{exc.user_message}\nUsage: {command.usage(invocation.chat.platform)}")
         operator = invocation.user.id in self.admin_users or invocation.user.key in self.admin_users
         if command.admin_only and not operator and not await _is_admin(invocation):
             return Reply.error(f"Only admins of this chat can use /{command.name}.")

@@ -178,6 +178,17 @@ def test_usage_lines() -> None:
     assert command("help").usage() == "/help [command]"
 
 
+def test_every_image_command_says_how_to_give_an_image_on_the_console() -> None:
+    image_commands = [cmd for cmd in COMMANDS if cmd.image_option is not None]
+    assert {cmd.name for cmd in image_commands} >= {"character", "video"}
+    for cmd in image_commands:
+        console = cmd.help_text("console")
+        assert "image=<path>" in cmd.usage("console") and "attach an image" not in console
+        assert "its path as the first word" in console
+        assert cmd.usage("telegram") == cmd.usage() and "attach an image" in cmd.usage("telegram")
+        assert "on the console" not in cmd.help_text("telegram")
+
+
 def test_help_text_lists_every_option_and_the_example() -> None:
     for cmd in COMMANDS:
         text = cmd.help_text()

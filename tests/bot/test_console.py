@@ -205,6 +205,25 @@ async def test_an_image_option_too_long_for_a_file_name_is_refused(upstreams: Up
     assert text.requests == [] and media.requests == []
 
 
+@pytest.mark.parametrize("command", ["character", "video"])
+async def test_help_for_an_image_command_says_how_to_give_the_image_on_the_console(command: str) -> None:
+    out = io.StringIO()
+    await run_console(ChatCore(build_commands()), Path("unused"), io.StringIO(f"/help {command}\n"), out)
+    shown = out.getvalue()
+    assert "attach an image" not in shown
+    assert "image=<path>" in re.search(r"^Usage: .*$", shown, re.M).group(0)  # type: ignore[union-attr]
+    assert re.search(
+        r"^  image: .+; on the console, name the file: image=<path>, or its path as the first word", shown, re.M
+    )
+
+
+async def test_a_missing_image_is_explained_the_console_way(upstreams: Upstreams, core: ChatCore) -> None:
+    parsed = parse_line(core, "/character Captain")
+    assert parsed is not None
+    reply = await core.handle(parsed, RecordingResponder())
+    assert reply.text == "⚠️ /character needs an image.\nUsage: /character (image=<path>) [name]"
+
+
 # -- run_console against the fakes -----------------------------------------------------------------
 
 
