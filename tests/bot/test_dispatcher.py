@@ -12,6 +12,7 @@ from bot.core.commands import Command, CommandSet, Option, OptionKind
 from bot.core.context import CommandContext, Invocation, UserRef
 from bot.core.dispatcher import SANDBOX_FOOTER, ChatCore, Next
 from bot.core.replies import Reply
+from bot.logging_setup import CorrelationFilter
 from services.character import CharacterAnalysis
 from services.memory import UserMemory
 from services.story import Story
@@ -368,6 +369,7 @@ def crashing_commands() -> CommandSet:
 
 
 async def test_unexpected_exception_becomes_one_error_with_a_reference(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.handler.addFilter(CorrelationFilter())  # as configure_logging does for every handler
     core = ChatCore(crashing_commands(), sandbox_upstreams=frozenset({"text"}))
     responder = RecordingResponder()
     reply = await core.handle(invocation("explode", "now"), responder)
@@ -377,8 +379,10 @@ async def test_unexpected_exception_becomes_one_error_with_a_reference(caplog: p
     assert match
     assert "hunter2" not in reply.text and "RuntimeError" not in reply.text
     assert reply.footer == ""  # errors are never labelled as sandbox output
-    # The operator can find the crash by the reference.
-    assert any(match.group(1) in record.getMessage() and record.exc_info for record in caplog.records)
+    # The operator can find the crash by the reference: the log line carries it as its correlation id.
+    assert any(
+        getattr(record, "correlation_id", None) == match.group(1) and record.exc_info for record in caplog.records
+    )
 
 
 async def test_a_failed_delivery_is_followed_by_one_fallback(upstreams: Upstreams) -> None:
