@@ -5,6 +5,7 @@ declarations, and text arguments are parsed and validated here, not in any adapt
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -175,6 +176,9 @@ class CommandSet:
         return iter(self.commands.values())
 
 
+#: How alike (difflib's ratio) a ``word=`` must be to an option's name to be taken for a typo of it.
+MISSPELLING_CUTOFF = 0.75
+
 _KEY_VALUE = re.compile(r"(?<!\S)([A-Za-z_]+)=(\"[^\"]*\"|'[^']*'|\S+)")
 
 
@@ -182,15 +186,20 @@ def parse_text_arguments(command: Command, text: str) -> dict[str, Any]:
     """Parse ``a dragon learns to fly segments=8 style="dark fantasy"`` for ``command``.
 
     ``name=value`` pairs whose name is one of the command's options become options (the free-text
-    option too: ``/character name=Captain``); anything else, including ``x=y`` that is not an option
-    name, stays in the free text.
+    option too: ``/character name=Captain``); a name close to one (``segment=6`` for ``segments``)
+    is refused as a likely typo, since in the prompt it would silently cost a paid call that ignores
+    it; any other ``x=y`` (``e=mc2``) stays in the free text.
     """
     raw: dict[str, Any] = {}
+    text_options = [opt.name for opt in command.options if opt.kind is not OptionKind.IMAGE]
 
     def take(match: re.Match[str]) -> str:
         key = match.group(1).lower()
         option = command.option(key)
         if option is None or option.kind is OptionKind.IMAGE:
+            close = difflib.get_close_matches(key, text_options, n=1, cutoff=MISSPELLING_CUTOFF)
+            if option is None and close:
+                raise UserInputError(f"Unknown option {key}=, did you mean {close[0]}=?")
             return match.group(0)
         if key in raw:
             raise UserInputError(f"{key} is given twice.")

@@ -4,6 +4,7 @@ budgets, confirmation of expensive commands, permissions, and usage recorded fro
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -175,3 +176,37 @@ async def test_a_bad_expensive_request_gets_its_error_not_a_price(
     asked = await runtime.core.handle(command("video", "a valid cat duration=8"), RecordingResponder())
     assert asked.confirmation is not None
     assert fake_genai.requests == []
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("story", "a dragon segment=6", "Unknown option segment=, did you mean segments=?"),
+        ("video", "a cat durations=8", "Unknown option durations=, did you mean duration=?"),
+    ],
+)
+async def test_a_misspelled_option_is_refused_before_any_paid_call(
+    make_runtime: RuntimeFactory,
+    fake_openrouter: FakeOpenRouter,
+    fake_genai: FakeGenAI,
+    name: str,
+    text: str,
+    message: str,
+) -> None:
+    runtime = await make_runtime()
+    responder = RecordingResponder()
+    reply = await runtime.core.handle(command(name, text), responder)
+    assert responder.delivered == [reply]
+    assert reply.is_error
+    assert reply.text.splitlines()[0] == f"⚠️ {message}"
+    assert fake_openrouter.requests == [] and fake_genai.requests == []
+
+
+async def test_an_equals_sign_that_is_no_option_stays_in_the_prompt(
+    make_runtime: RuntimeFactory, fake_openrouter: FakeOpenRouter
+) -> None:
+    runtime = await make_runtime()
+    reply = await runtime.core.handle(command("story", "why e=mc2 matters segments=2"), RecordingResponder())
+    assert not reply.is_error
+    [request] = fake_openrouter.chat_requests
+    assert "why e=mc2 matters" in json.dumps(request.json)
