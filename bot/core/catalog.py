@@ -17,6 +17,7 @@ from bot.core.rendering import (
     character_blocks,
     free_content_blocks,
     meme_blocks,
+    plural,
     story_blocks,
     story_document,
     story_sets_blocks,
@@ -184,7 +185,7 @@ class ReelwrightCommands:
                 raise UserInputError("segment= refers to your last story, and you have none yet. Use /story first.")
             if segment_number > len(story.segments):
                 raise UserInputError(
-                    f"Your last story has {len(story.segments)} segments; there is no {segment_number}."
+                    f"Your last story has {plural(len(story.segments), 'segment')}; there is no {segment_number}."
                 )
             segment = story.segments[segment_number - 1]
             prompt = f"{segment.visual_prompt} {prompt or ''}".strip()
