@@ -67,7 +67,7 @@ class ChatCore:
     async def _handle(self, invocation: Invocation, responder: Responder, correlation_id: str) -> Reply:
         reply = await self._run(invocation, responder, correlation_id)
         command = self.commands.get(invocation.command)
-        labelled = not reply.is_error and reply.confirmation is None
+        labelled = not reply.is_error and reply.confirmation is None and reply.upstream_output
         if command is not None and command.upstream in self.sandbox_upstreams and labelled:
             reply.footer = SANDBOX_FOOTER
         try:

@@ -61,7 +61,8 @@ class JobCommands:
         if not self.queue.in_process:
             await self.queue.enqueue(job_id)
             return Reply(
-                blocks=[f"⏳ Job {job_id[:8]} is queued. I'll post the result here when it's ready; /jobs shows it."]
+                blocks=[f"⏳ Job {job_id[:8]} is queued. I'll post the result here when it's ready; /jobs shows it."],
+                upstream_output=False,
             )
 
         async def progress(update: VideoProgress) -> None:
@@ -77,7 +78,10 @@ class JobCommands:
                 except TimeoutError:
                     job = await self.jobs.get(job_id)
                     if job is not None and job.state in (JobState.DELIVERED, JobState.CANCELLED):
-                        return Reply(blocks=[f"Job {job_id[:8]} was {job.state} by another bot process."])
+                        return Reply(
+                            blocks=[f"Job {job_id[:8]} was {job.state} by another bot process."],
+                            upstream_output=False,
+                        )
         finally:
             self.executor.unwatch(job_id)
         reply = await outcome_reply(outcome)

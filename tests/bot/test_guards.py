@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from bot.core.context import ChatRef, Invocation, UserRef
+from bot.core.dispatcher import SANDBOX_FOOTER
 from bot.runtime import Runtime, start_runtime
 from connectors.settings import load_settings
 from tests.bot.helpers import RecordingResponder
@@ -210,3 +212,18 @@ async def test_an_equals_sign_that_is_no_option_stays_in_the_prompt(
     assert not reply.is_error
     [request] = fake_openrouter.chat_requests
     assert "why e=mc2 matters" in json.dumps(request.json)
+
+
+async def test_the_queued_notice_of_a_sandbox_video_is_not_labelled_as_sandbox_output(
+    make_runtime: RuntimeFactory, redis_url: str
+) -> None:
+    """The notice is ours, not the fake upstream's: the sandbox label belongs on the video itself."""
+    prefix = f"reelwright:test:{uuid.uuid4().hex}"
+    runtime = await make_runtime(
+        google_api_key=None, redis_url=redis_url, redis_key_prefix=prefix, job_queue_name=f"{prefix}:jobs"
+    )
+    assert "media" in runtime.sandbox_upstreams
+    reply = await runtime.core.handle(command("video", "a cat surfing"), RecordingResponder())
+    assert not reply.is_error
+    assert reply.text.startswith("⏳ Job ") and "is queued" in reply.text
+    assert SANDBOX_FOOTER not in reply.text
