@@ -9,11 +9,12 @@ import logging
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
+from pathlib import Path
 from typing import Any
 
 from bot.console.adapter import ConsoleSender, run_console
 from bot.health import start_health_server
-from bot.logging_setup import configure_logging
+from bot.logging_setup import configure_logging, log_to_file
 from bot.runtime import (
     PlatformStartError,
     check_media_dir,
@@ -24,6 +25,9 @@ from bot.runtime import (
 from connectors.settings import Settings, SettingsError, load_settings
 
 log = logging.getLogger("reelwright")
+
+#: Where an interactive console writes its log lines when LOG_FILE is unset: never onto the prompt.
+INTERACTIVE_LOG_FILE = Path("reelwright.log")
 
 
 def _secrets(settings: Settings) -> list[str]:
@@ -51,6 +55,9 @@ async def serve_console(settings: Settings) -> int:
             )
         runtime.senders["console"] = ConsoleSender(sys.stdout, settings.media_dir)
         await start_health_server(runtime, ["console"])
+        if sys.stdin.isatty():
+            log_file = log_to_file(settings.log_file or INTERACTIVE_LOG_FILE)
+            print(f"Log lines go to {log_file}.", file=sys.stderr, flush=True)
         await run_console(runtime.core, settings.media_dir)
     finally:
         stop.set()
@@ -146,9 +153,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except SettingsError as exc:
         print(f"reelwright: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    configure_logging(
-        settings.log_level if args.command != "console" else "WARNING", _secrets(settings), settings.log_format
-    )
+    configure_logging(settings.log_level, _secrets(settings), settings.log_format, settings.log_file)
     try:
         entry = {"console": serve_console, "worker": serve_worker}.get(command, serve_platforms)
         code = _run(entry(settings))

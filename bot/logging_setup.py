@@ -8,8 +8,10 @@ import contextvars
 import json
 import logging
 import re
+import sys
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 _TOKEN_IN_URL = re.compile(r"(/bot|/file/bot)[0-9]+:[A-Za-z0-9_-]+")
@@ -111,10 +113,13 @@ def _install_record_factory() -> None:
     _factory_installed = True
 
 
-def configure_logging(level: str = "INFO", secrets: Iterable[str] = (), log_format: str = "text") -> RedactingFilter:
+def configure_logging(
+    level: str = "INFO", secrets: Iterable[str] = (), log_format: str = "text", log_file: Path | None = None
+) -> RedactingFilter:
     """Set up root logging once, with redaction on every handler (and on every record made).
 
     ``log_format="json"`` writes one JSON object per line; both formats carry the correlation id.
+    Records go to stderr, or to ``log_file`` (appended) when one is given.
     """
     global _active_redactor
     redactor = RedactingFilter(secrets)
@@ -127,9 +132,47 @@ def configure_logging(level: str = "INFO", secrets: Iterable[str] = (), log_form
         handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
     root.setLevel(level)
     for each in root.handlers:
-        each.addFilter(redactor)
-        if not any(isinstance(f, CorrelationFilter) for f in each.filters):
-            each.addFilter(CorrelationFilter())
+        _add_filters(each, redactor)
     for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if log_file is not None:
+        log_to_file(log_file)
     return redactor
+
+
+def _add_filters(handler: logging.Handler, redactor: RedactingFilter | None) -> None:
+    if redactor is not None and redactor not in handler.filters:
+        handler.addFilter(redactor)
+    if not any(isinstance(f, CorrelationFilter) for f in handler.filters):
+        handler.addFilter(CorrelationFilter())
+
+
+def _writes_to_terminal(handler: logging.Handler) -> bool:
+    return (
+        isinstance(handler, logging.StreamHandler)
+        and not isinstance(handler, logging.FileHandler)
+        and getattr(handler, "stream", None) in (sys.stderr, sys.stdout, sys.__stderr__, sys.__stdout__)
+    )
+
+
+def log_to_file(path: Path) -> Path:
+    """Send what the root logger writes to stderr/stdout to ``path`` instead, same format and filters.
+
+    An interactive console calls this before its first prompt, so that a log line from a background
+    job never lands in the middle of what the operator is typing. Returns the file's absolute path.
+    """
+    root = logging.getLogger()
+    path = path.expanduser().absolute()
+    for handler in root.handlers:
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename) == path:
+            return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    file_handler = logging.FileHandler(path, encoding="utf-8")
+    terminal = [handler for handler in root.handlers if _writes_to_terminal(handler)]
+    formatter = terminal[0].formatter if terminal else None
+    file_handler.setFormatter(formatter or logging.Formatter(TEXT_FORMAT))
+    _add_filters(file_handler, _active_redactor)
+    for handler in terminal:
+        root.removeHandler(handler)
+    root.addHandler(file_handler)
+    return path

@@ -6,6 +6,9 @@ adapter renders any of them to the user in one place. ``user_message`` is always
 
 from __future__ import annotations
 
+import errno
+import socket
+
 
 class ReelwrightError(Exception):
     """Base of every error the bot knows how to explain to a user."""
@@ -104,3 +107,27 @@ class ModelNotFound(UpstreamError):
     """The configured model name is unknown to the provider."""
 
     user_message = "The configured AI model is not available. The operator has to fix the model name."
+
+
+_UNREACHABLE_ERRNOS = {errno.ENETUNREACH: "network unreachable", errno.EHOSTUNREACH: "host unreachable"}
+
+
+def unreachable_reason(exc: BaseException) -> str | None:
+    """Why no connection could be made, read from ``exc``'s chain of causes, or None.
+
+    Some transports (the aiohttp one the OpenAI SDK uses) report a refused connection as a connect
+    *timeout*; the socket error underneath says what really happened, and an operator who reads
+    "timed out" looks for a slow server instead of a wrong port or a server that is down.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ConnectionRefusedError):
+            return f"connection refused ({current})"
+        if isinstance(current, socket.gaierror):
+            return f"host not found ({current})"
+        if isinstance(current, OSError) and current.errno in _UNREACHABLE_ERRNOS:
+            return f"{_UNREACHABLE_ERRNOS[current.errno]} ({current})"
+        current = current.__cause__ or current.__context__
+    return None

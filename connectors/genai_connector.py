@@ -41,6 +41,7 @@ from connectors.errors import (
     RateLimited,
     UpstreamError,
     UpstreamUnavailable,
+    unreachable_reason,
 )
 from connectors.resilience import GuardConfig, configure_guard, guarded
 
@@ -210,6 +211,8 @@ def translate_genai_error(exc: Exception) -> UpstreamError:
         if code >= 500 or code == 408:
             return UpstreamUnavailable(detail, provider=PROVIDER, status=code)
         return InvalidResponse(detail, provider=PROVIDER, status=code)
+    if unreachable := unreachable_reason(exc):
+        return UpstreamUnavailable(f"unreachable: {unreachable}", provider=PROVIDER)
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         return UpstreamUnavailable(f"timed out: {exc!r}", provider=PROVIDER)
     if isinstance(exc, aiohttp.ClientError | OSError):

@@ -27,6 +27,7 @@ from connectors.errors import (
     RateLimited,
     UpstreamError,
     UpstreamUnavailable,
+    unreachable_reason,
 )
 from connectors.resilience import GuardConfig, configure_guard, guard_for
 
@@ -154,6 +155,8 @@ def _body_text(body: object) -> str:
 
 def translate_openai_error(exc: Exception) -> UpstreamError:
     """Map an ``openai`` exception to the project's error tree; the one place that knows both."""
+    if isinstance(exc, openai.APIConnectionError) and (unreachable := unreachable_reason(exc)):
+        return UpstreamUnavailable(f"unreachable: {unreachable}", provider=PROVIDER)
     if isinstance(exc, openai.APITimeoutError):
         return UpstreamUnavailable(f"timed out: {exc}", provider=PROVIDER)
     if isinstance(exc, openai.APIConnectionError):

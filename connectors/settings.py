@@ -7,6 +7,7 @@ anywhere else. Secrets are ``SecretStr`` so that a repr, a log line or a traceba
 from __future__ import annotations
 
 import json
+import re
 import socket
 from pathlib import Path
 from typing import Literal
@@ -17,6 +18,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 OPENROUTER_DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
 INSTANCE_ID_MAX_CHARS = 64  # the jobs table's lease_owner column
+TELEGRAM_CLOUD_API_HOST = "api.telegram.org"
+_TELEGRAM_SECRET = re.compile(r"[A-Za-z0-9_-]{1,256}")
 
 
 class SettingsError(Exception):
@@ -121,6 +124,8 @@ class Settings(BaseSettings):
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
+    # Where log lines go instead of stderr; an interactive console uses ./reelwright.log when unset.
+    log_file: Path | None = None
 
     # Resilience (connectors/resilience.py): per-call-type timeouts, circuit breakers, bounded lines.
     vision_timeout_seconds: float = Field(default=90.0, gt=0, le=600)
@@ -192,6 +197,26 @@ class Settings(BaseSettings):
             parse_rate_limit(value)
         except ValueError:
             raise ValueError("must look like 20/minute or 100/hour") from None
+        return value
+
+    @field_validator("telegram_webhook_secret")
+    @classmethod
+    def _webhook_secret_telegram_accepts(cls, value: SecretStr | None) -> SecretStr | None:
+        """Telegram's setWebhook refuses any other secret_token, and only once the bot is starting."""
+        if value is not None and not _TELEGRAM_SECRET.fullmatch(value.get_secret_value()):
+            raise ValueError("must be 1-256 characters of A-Z, a-z, 0-9, _ and - (Telegram refuses any other)")
+        return value
+
+    @field_validator("telegram_webhook_url")
+    @classmethod
+    def _webhook_url_is_https_for_telegrams_servers(
+        cls, value: AnyHttpUrl | None, info: ValidationInfo
+    ) -> AnyHttpUrl | None:
+        """Telegram's cloud calls webhooks over HTTPS only; a self-hosted Bot API server may use HTTP."""
+        api = info.data.get("telegram_api_base_url")
+        cloud = api is not None and api.host == TELEGRAM_CLOUD_API_HOST
+        if value is not None and value.scheme != "https" and cloud:
+            raise ValueError("must be an https:// URL (Telegram only calls webhooks over HTTPS)")
         return value
 
     @property

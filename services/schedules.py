@@ -12,13 +12,14 @@ missing hour of a spring-forward posts once, an hour later in wall-clock terms.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -60,13 +61,27 @@ def parse_time_of_day(value: str) -> time:
     return time(int(match.group(1)), int(match.group(2)))
 
 
+#: Files in the time-zone database that are no place: ``localtime`` is whatever zone this server
+#: runs in (it would silently move with the server), ``Factory`` and ``posixrules`` are tooling.
+_NOT_PLACES = frozenset({"localtime", "posixrules", "Factory"})
+
+
+@functools.cache
+def _iana_zone_names() -> frozenset[str]:
+    return frozenset(available_timezones() - _NOT_PLACES)
+
+
 def parse_timezone(value: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(value.strip())
-    except (ZoneInfoNotFoundError, ValueError):
+    """An IANA time zone by name (Europe/Berlin, UTC); anything else is refused with an example."""
+    name = value.strip()
+    if name not in _iana_zone_names():
         raise UserInputError(
             f"{value!r} is not a time zone I know; use an IANA name such as Europe/Berlin or America/New_York."
-        ) from None
+        )
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise UserInputError(f"The time zone {name} cannot be read on this server.") from None
 
 
 def slot_key(local_day: date, at: time) -> str:

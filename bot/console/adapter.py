@@ -7,6 +7,8 @@ each in turn, which is what scripts and the README's one-liner use.
 from __future__ import annotations
 
 import asyncio
+import codecs
+import os
 import re
 import sys
 import uuid
@@ -20,6 +22,7 @@ from bot.core.replies import Reply
 
 CONSOLE_USER = UserRef(platform="console", id="local", name="you")
 CONSOLE_CHAT = ChatRef(platform="console", id="local")
+PROMPT = "reelwright> "
 
 
 async def _console_user_is_admin() -> bool:
@@ -55,13 +58,26 @@ class ConsoleSender:
         await self.responder.deliver(reply)
 
 
-def _file_image(path: Path) -> IncomingImage:
+def _regular_file_size(path: Path) -> int | None:
+    """The size of a regular file at ``path``, or None when there is none: any error while probing
+    (a name too long for the file system, a permission denied) means "not a file", so the word stays text."""
+    try:
+        return path.stat().st_size if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def _expand_home(path: Path) -> Path:
+    """``~/x`` → the home folder; a ``~name`` with no such user stays as typed."""
+    try:
+        return path.expanduser()
+    except RuntimeError:
+        return path
+
+
+def _file_image(path: Path, size: int | None) -> IncomingImage:
     """A local file as the upload: its size is declared up front, and only a regular file is read."""
-    return IncomingImage(
-        filename=path.name,
-        stream=partial(regular_file_chunks, path),
-        size=path.stat().st_size if path.is_file() else None,
-    )
+    return IncomingImage(filename=path.name, stream=partial(regular_file_chunks, path), size=size)
 
 
 _FIRST_WORD = re.compile(r"""^(image=)?(?:"([^"]*)"|'([^']*)'|(\S+))\s*(.*)$""", re.DOTALL)
@@ -86,13 +102,76 @@ def parse_line(core: ChatCore, line: str) -> Invocation | None:
             explicit, double_quoted, single_quoted, bare, remainder = match.groups()
             word = double_quoted if double_quoted is not None else single_quoted
             quoted = word is not None
-            path = Path(word if quoted else bare).expanduser()
-            if explicit or path.is_file() or (quoted and path.suffix):
-                image = _file_image(path)
+            path = _expand_home(Path(word if quoted else bare))
+            size = _regular_file_size(path)
+            if explicit or size is not None or (quoted and path.suffix):
+                image = _file_image(path, size)
                 rest = remainder
     return Invocation(
         command=name, user=CONSOLE_USER, chat=CONSOLE_CHAT, text=rest, image=image, is_admin=_console_user_is_admin
     )
+
+
+class LineReader:
+    """Lines from ``stdin``, awaited on the event loop where the OS can poll it (a terminal, a pipe).
+
+    No thread sits blocked in a read, so Ctrl-C (which cancels the main task) ends the console at
+    once: a blocked reader thread would hold the exit until the next Enter. A source that cannot be
+    polled (a regular file, an in-memory text) is read in a worker thread, where a read never waits.
+    """
+
+    def __init__(self, stdin: TextIO) -> None:
+        self.stdin = stdin
+        self.fd = _pollable_fd(stdin)
+        self.decoder = codecs.getincrementaldecoder(getattr(stdin, "encoding", None) or "utf-8")(errors="replace")
+        self.pending = ""
+        self.at_eof = False
+
+    async def readline(self) -> str | None:
+        """The next line with its newline (the last one may lack it), or None at end of input."""
+        if self.fd is None:
+            line = await asyncio.to_thread(self.stdin.readline)
+            return line or None
+        while "\n" not in self.pending and not self.at_eof:
+            chunk = await _read_when_ready(self.fd)
+            self.at_eof = not chunk
+            self.pending += self.decoder.decode(chunk, final=self.at_eof)
+        if not self.pending:
+            return None
+        line, newline, self.pending = self.pending.partition("\n")
+        return line + newline
+
+
+def _pollable_fd(stdin: TextIO) -> int | None:
+    """The file descriptor behind ``stdin`` if the event loop can wait on it, else None."""
+    try:
+        fd = stdin.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_reader(fd, lambda: None)
+    except (OSError, ValueError, NotImplementedError):
+        return None
+    loop.remove_reader(fd)
+    return fd
+
+
+async def _read_when_ready(fd: int) -> bytes:
+    """One read from ``fd`` once it is readable, so the read itself returns without waiting."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, wake)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
+    return os.read(fd, 65536)
 
 
 async def run_console(core: ChatCore, media_dir: Path, stdin: TextIO | None = None, out: TextIO | None = None) -> int:
@@ -103,13 +182,15 @@ async def run_console(core: ChatCore, media_dir: Path, stdin: TextIO | None = No
     interactive = stdin.isatty()
     if interactive:
         print("Reelwright console. Type /help, or /quit to leave.", file=out, flush=True)
+    reader = LineReader(stdin)
     handled = 0
     while True:
         if interactive:
-            line = await asyncio.to_thread(_prompt)
-        else:
-            line = await asyncio.to_thread(stdin.readline)
-        if line is None or (not interactive and line == ""):
+            print(PROMPT, end="", file=out, flush=True)
+        line = await reader.readline()
+        if line is None:
+            if interactive:
+                print(file=out, flush=True)
             break
         if line.strip() in ("/quit", "/exit"):
             break
@@ -119,10 +200,3 @@ async def run_console(core: ChatCore, media_dir: Path, stdin: TextIO | None = No
         await core.handle(invocation, responder)
         handled += 1
     return handled
-
-
-def _prompt() -> str | None:
-    try:
-        return input("reelwright> ")
-    except EOFError:
-        return None

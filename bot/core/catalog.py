@@ -17,6 +17,7 @@ from bot.core.rendering import (
     character_blocks,
     free_content_blocks,
     meme_blocks,
+    plural,
     story_blocks,
     story_document,
     story_sets_blocks,
@@ -189,7 +190,7 @@ class ReelwrightCommands:
                 raise UserInputError("segment= refers to your last story, and you have none yet. Use /story first.")
             if segment_number > len(story.segments):
                 raise UserInputError(
-                    f"Your last story has {len(story.segments)} segments; there is no {segment_number}."
+                    f"Your last story has {plural(len(story.segments), 'segment')}; there is no {segment_number}."
                 )
             segment = story.segments[segment_number - 1]
             prompt = f"{segment.visual_prompt} {prompt or ''}".strip()
@@ -529,7 +530,7 @@ def build_commands(
             command = commands.get(topic)
             if command is None:
                 raise UserInputError(f"There is no /{topic}. Send /help for the list.")
-            return Reply(blocks=[command.help_text()])
+            return Reply(blocks=[command.help_text(ctx.chat.platform)])
         lines = ["🎬 Reelwright turns ideas into short-video material. Commands:"]
         lines += [f"/{c.name}: {c.summary}" for c in commands]
         lines.append("Send /help <command> for its options.")

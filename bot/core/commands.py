@@ -5,6 +5,7 @@ declarations, and text arguments are parsed and validated here, not in any adapt
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -70,6 +71,23 @@ class Option:
         return raw
 
 
+@dataclass(frozen=True)
+class ImageForm:
+    """How a user gives an image on a platform where "attach an image" says too little."""
+
+    usage: str
+    how: str
+
+
+#: Per platform; a platform not listed attaches images the way its app does (photo, attachment).
+IMAGE_FORMS: dict[str, ImageForm] = {
+    "console": ImageForm(
+        usage="image=<path>",
+        how="on the console, name the file: image=<path>, or its path as the first word, quoted if it has spaces",
+    ),
+}
+
+
 Handler = Callable[["CommandContext"], Awaitable["Reply"]]
 CostEstimate = Callable[[Mapping[str, Any], ServiceConfig], Sequence[tuple[str, Usage]]]
 """What a command will use at most, per model, from its validated arguments: priced by the guards,
@@ -108,14 +126,16 @@ class Command:
     def option(self, name: str) -> Option | None:
         return next((opt for opt in self.options if opt.name == name), None)
 
-    def usage(self) -> str:
-        """One line of usage, e.g. ``/story <idea> [segments=1-12] [style=...]``."""
+    def usage(self, platform: str | None = None) -> str:
+        """One line of usage, e.g. ``/story <idea> [segments=1-12] [style=...]``, with an image
+        given the way ``platform`` takes one."""
         parts = [f"/{self.name}"]
+        image_form = IMAGE_FORMS[platform].usage if platform in IMAGE_FORMS else "attach an image"
         for opt in self.options:
             if opt.rest:
                 parts.append(f"<{opt.name}>" if opt.required else f"[{opt.name}]")
             elif opt.kind is OptionKind.IMAGE:
-                parts.append("(attach an image)" if opt.required else "[attach an image]")
+                parts.append(f"({image_form})" if opt.required else f"[{image_form}]")
             else:
                 if opt.kind is OptionKind.INTEGER:
                     shape = f"{opt.min_value}-{opt.max_value}"
@@ -126,9 +146,12 @@ class Command:
                 parts.append(f"{opt.name}={shape}" if opt.required else f"[{opt.name}={shape}]")
         return " ".join(parts)
 
-    def help_text(self) -> str:
-        lines = [f"/{self.name}: {self.description}", f"Usage: {self.usage()}"]
-        lines += [f"  {opt.name}: {opt.help}" for opt in self.options]
+    def help_text(self, platform: str | None = None) -> str:
+        """The command explained for ``platform``: usage, each option, and how to give an image there."""
+        lines = [f"/{self.name}: {self.description}", f"Usage: {self.usage(platform)}"]
+        for opt in self.options:
+            how = IMAGE_FORMS[platform].how if opt.kind is OptionKind.IMAGE and platform in IMAGE_FORMS else ""
+            lines.append(f"  {opt.name}: {opt.help}" + (f"; {how}" if how else ""))
         if self.example:
             lines.append(f"Example: {self.example}")
         return "\n".join(lines)
@@ -168,6 +191,9 @@ class CommandSet:
         return iter(c for c in self.commands.values() if c.upstream is None or c.upstream not in self.withheld)
 
 
+#: How alike (difflib's ratio) a ``word=`` must be to an option's name to be taken for a typo of it.
+MISSPELLING_CUTOFF = 0.75
+
 _KEY_VALUE = re.compile(r"(?<!\S)([A-Za-z_]+)=(\"[^\"]*\"|'[^']*'|\S+)")
 
 
@@ -175,15 +201,20 @@ def parse_text_arguments(command: Command, text: str) -> dict[str, Any]:
     """Parse ``a dragon learns to fly segments=8 style="dark fantasy"`` for ``command``.
 
     ``name=value`` pairs whose name is one of the command's options become options (the free-text
-    option too: ``/character name=Captain``); anything else, including ``x=y`` that is not an option
-    name, stays in the free text.
+    option too: ``/character name=Captain``); a name close to one (``segment=6`` for ``segments``)
+    is refused as a likely typo, since in the prompt it would silently cost a paid call that ignores
+    it; any other ``x=y`` (``e=mc2``) stays in the free text.
     """
     raw: dict[str, Any] = {}
+    text_options = [opt.name for opt in command.options if opt.kind is not OptionKind.IMAGE]
 
     def take(match: re.Match[str]) -> str:
         key = match.group(1).lower()
         option = command.option(key)
         if option is None or option.kind is OptionKind.IMAGE:
+            close = difflib.get_close_matches(key, text_options, n=1, cutoff=MISSPELLING_CUTOFF)
+            if option is None and close:
+                raise UserInputError(f"Unknown option {key}=, did you mean {close[0]}=?")
             return match.group(0)
         if key in raw:
             raise UserInputError(f"{key} is given twice.")

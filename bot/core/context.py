@@ -178,4 +178,4 @@ class CommandContext:
             await self._progress(text)
         except Exception:
             # A status line is a courtesy: losing one must never lose the (possibly paid) result.
-            log.warning("[%s] progress update failed", self.correlation_id, exc_info=True)
+            log.warning("progress update failed", exc_info=True)

@@ -67,26 +67,26 @@ class ChatCore:
     async def _handle(self, invocation: Invocation, responder: Responder, correlation_id: str) -> Reply:
         reply = await self._run(invocation, responder, correlation_id)
         command = self.commands.get(invocation.command)
-        labelled = not reply.is_error and reply.confirmation is None
+        labelled = not reply.is_error and reply.confirmation is None and reply.upstream_output
         if command is not None and command.upstream in self.sandbox_upstreams and labelled:
             reply.footer = SANDBOX_FOOTER
         try:
             await responder.deliver(reply)
         except Exception:
-            log.exception("[%s] delivering /%s failed", correlation_id, invocation.command)
+            log.exception("delivering /%s failed", invocation.command)
             if not reply.is_error:
                 fallback = Reply.error(f"The result could not be delivered here (ref {correlation_id}).")
                 try:
                     await responder.deliver(fallback)
                 except Exception:
-                    log.exception("[%s] delivering the error message failed too", correlation_id)
+                    log.exception("delivering the error message failed too")
                 return fallback
             return reply
         if reply.on_delivered is not None:
             try:
                 await reply.on_delivered()
             except Exception:
-                log.exception("[%s] recording the delivery of /%s failed", correlation_id, invocation.command)
+                log.exception("recording the delivery of /%s failed", invocation.command)
         return reply
 
     async def _run(self, invocation: Invocation, responder: Responder, correlation_id: str) -> Reply:
@@ -105,7 +105,7 @@ class ChatCore:
             if image_option is not None and image_option.required and invocation.image is None:
                 raise UserInputError(f"/{command.name} needs an image.")
         except UserInputError as exc:
-            return Reply.error(f"{exc.user_message}\nUsage: {command.usage()}")
+            return Reply.error(f"{exc.user_message}\nUsage: {command.usage(invocation.chat.platform)}")
         operator = invocation.user.id in self.admin_users or invocation.user.key in self.admin_users
         if command.admin_only and not operator and not await _is_admin(invocation):
             return Reply.error(f"Only admins of this chat can use /{command.name}.")
@@ -120,7 +120,7 @@ class ChatCore:
             progress_interval=self.progress_interval,
             invocation=invocation,
         )
-        log.info("[%s] /%s from %s", correlation_id, command.name, invocation.user.key)
+        log.info("/%s from %s", command.name, invocation.user.key)
         try:
             if context.image is not None:
                 context.image.check_declared_size()  # before any guard, budget or download
@@ -128,10 +128,10 @@ class ChatCore:
         except UserInputError as exc:
             return Reply.error(exc.user_message)
         except ReelwrightError as exc:
-            log.warning("[%s] /%s failed: %s: %s", correlation_id, command.name, type(exc).__name__, exc)
+            log.warning("/%s failed: %s: %s", command.name, type(exc).__name__, exc)
             return Reply.error(exc.user_message)
         except Exception:
-            log.exception("[%s] /%s crashed", correlation_id, command.name)
+            log.exception("/%s crashed", command.name)
             return Reply.error(f"Something went wrong on my side (ref {correlation_id}). Please try again.")
 
     async def run_context(self, context: CommandContext) -> Reply:

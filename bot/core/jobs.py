@@ -88,7 +88,8 @@ class JobCommands:
             await self.jobs.release(job_id)  # any worker may take it at once
             await self.queue.enqueue(job_id)
             return Reply(
-                blocks=[f"⏳ Job {job_id[:8]} is queued. I'll post the result here when it's ready; /jobs shows it."]
+                blocks=[f"⏳ Job {job_id[:8]} is queued. I'll post the result here when it's ready; /jobs shows it."],
+                upstream_output=False,
             )
 
         async def progress(update: VideoProgress) -> None:
@@ -104,9 +105,11 @@ class JobCommands:
                 except TimeoutError:
                     job = await self.jobs.get(job_id)
                     if job is not None and job.delivered_at is not None:
-                        return Reply(blocks=[f"Job {job_id[:8]} was posted by another bot process."])
+                        return Reply(
+                            blocks=[f"Job {job_id[:8]} was posted by another bot process."], upstream_output=False
+                        )
                     if job is not None and job.state == JobState.CANCELLED:
-                        return Reply(blocks=[f"Job {job_id[:8]} was cancelled."])
+                        return Reply(blocks=[f"Job {job_id[:8]} was cancelled."], upstream_output=False)
                     late = _late_by_row(job) if job is not None and job_id not in self.executor.running else None
                     if late is not None:
                         return late_reply(job_id, late)

@@ -13,13 +13,19 @@ from services.trends import TrendReport
 from services.video import VideoProgress
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 segment``, ``2 segments``: a count with its noun in the right number."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def _note(note: str | None) -> str:
     """A service's word about a result that differs from what was asked, on its own line."""
     return f"\nℹ️ {note}" if note else ""
 
 
 def story_blocks(story: Story, heading: str = "🎬") -> list[str]:
-    blocks = [f"{heading} {story.title}\n{len(story.segments)} segments · {story.total_seconds} s{_note(story.note)}"]
+    count = plural(len(story.segments), "segment")
+    blocks = [f"{heading} {story.title}\n{count} · {story.total_seconds} s{_note(story.note)}"]
     for segment in story.segments:
         blocks.append(
             f"{segment.number}. [{segment.duration_seconds} s] {segment.narration}\n   🎥 {segment.visual_prompt}"
@@ -28,7 +34,7 @@ def story_blocks(story: Story, heading: str = "🎬") -> list[str]:
 
 
 def story_sets_blocks(sets: StorySets) -> list[str]:
-    blocks = [f"🎬 {len(sets.sets)} takes on: {sets.idea}"]
+    blocks = [f"🎬 {plural(len(sets.sets), 'take')} on: {sets.idea}"]
     for number, story in enumerate(sets.sets, start=1):
         blocks.extend(story_blocks(story, heading=f"Take {number}:"))
     return blocks

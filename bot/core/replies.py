@@ -30,6 +30,9 @@ class Reply:
     footer: str = ""
     on_delivered: Callable[[], Awaitable[None]] | None = None
     confirmation: str | None = None  # a token: adapters may render "/confirm <token>" as a button
+    #: False for a notice about the work (queued, cancelled elsewhere) rather than what an upstream
+    #: produced: only upstream output is labelled as sandbox output.
+    upstream_output: bool = True
 
     @property
     def text(self) -> str:

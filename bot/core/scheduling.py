@@ -30,7 +30,9 @@ async def schedule_command(service: ScheduleService, ctx: CommandContext) -> Rep
             raise UserInputError("Give a niche, a time and a time zone: /schedule add cooking 09:30 Europe/Berlin")
         niche, at, zone = " ".join(rest[:-2]), rest[-2], rest[-1]
         view = await service.add(platform, chat_id, niche, at, zone, ctx.user.key)
-        return Reply(blocks=[f"🗓️ Scheduled {schedule_line(view)}. The first post comes at the next {at}."])
+        return Reply(
+            blocks=[f"🗓️ Scheduled {schedule_line(view)}. The first post comes at the next {view.time_of_day}."]
+        )
     if action == "remove":
         if len(rest) != 1 or not rest[0].lstrip("#").isdigit():
             raise UserInputError("Which schedule? /schedule remove <id> (the number /schedule list shows).")

@@ -178,6 +178,17 @@ def test_usage_lines() -> None:
     assert command("help").usage() == "/help [command]"
 
 
+def test_every_image_command_says_how_to_give_an_image_on_the_console() -> None:
+    image_commands = [cmd for cmd in COMMANDS if cmd.image_option is not None]
+    assert {cmd.name for cmd in image_commands} >= {"character", "video"}
+    for cmd in image_commands:
+        console = cmd.help_text("console")
+        assert "image=<path>" in cmd.usage("console") and "attach an image" not in console
+        assert "its path as the first word" in console
+        assert cmd.usage("telegram") == cmd.usage() and "attach an image" in cmd.usage("telegram")
+        assert "on the console" not in cmd.help_text("telegram")
+
+
 def test_help_text_lists_every_option_and_the_example() -> None:
     for cmd in COMMANDS:
         text = cmd.help_text()
@@ -325,3 +336,30 @@ def test_a_block_without_any_break_is_cut_hard() -> None:
 )
 def test_rest_option_given_as_name_value(line: str, option: str, expected: str) -> None:
     assert parse(line)[option] == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "rest", "meant"),
+    [
+        ("story", "a dragon segment=6", "segments"),
+        ("story", "a dragon styel=noir", "style"),
+        ("video", "a cat durations=8", "duration"),
+        ("video", "a cat segments=2", "segment"),
+        ("storysets", "dragons set=3", "sets"),
+        ("meme", "mondays tones=dry", "tone"),
+    ],
+)
+def test_a_misspelled_option_is_refused_with_the_likely_one(name: str, rest: str, meant: str) -> None:
+    typo = rest.rsplit(" ", 1)[1].split("=")[0]
+    with pytest.raises(UserInputError, match=rf"^Unknown option {typo}=, did you mean {meant}=\?$"):
+        parse_text_arguments(command(name), rest)
+
+
+@pytest.mark.parametrize(
+    ("name", "rest"),
+    [("story", "why e=mc2 matters"), ("video", "a sign that says size=XL"), ("write", "a=b for beginners")],
+)
+def test_other_equals_signs_stay_in_the_prompt(name: str, rest: str) -> None:
+    cmd = command(name)
+    assert cmd.rest_option is not None
+    assert parse_text_arguments(cmd, rest) == {cmd.rest_option.name: rest}

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import io
 import os
+import pty
 import re
+import select
+import signal
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from bot.console.adapter import CONSOLE_USER, parse_line, run_console
+from bot.console.adapter import CONSOLE_USER, PROMPT, parse_line, run_console
 from bot.core.catalog import build_commands
 from bot.core.dispatcher import SANDBOX_FOOTER, ChatCore
 from connectors.errors import UserInputError
@@ -174,6 +178,52 @@ def test_an_ordinary_first_word_is_not_an_image(
     assert parsed.text == "Captain"
 
 
+@pytest.mark.parametrize("command", ["video", "character"])
+def test_a_first_word_too_long_for_a_file_name_is_text(core: ChatCore, command: str) -> None:
+    """Probing a 300-character word as a path raises ENAMETOOLONG: the word is text, not a crash."""
+    word = "a" * 300
+    parsed = parse_line(core, f"/{command} {word} surfing")
+    assert parsed is not None
+    assert parsed.image is None
+    assert parsed.text == f"{word} surfing"
+
+
+def test_a_home_folder_of_no_such_user_is_text(core: ChatCore) -> None:
+    parsed = parse_line(core, "/character ~no-such-user-here Captain")
+    assert parsed is not None
+    assert parsed.image is None
+    assert parsed.text == "~no-such-user-here Captain"
+
+
+async def test_an_image_option_too_long_for_a_file_name_is_refused(upstreams: Upstreams, core: ChatCore) -> None:
+    parsed = parse_line(core, f"/character image={'a' * 300} Captain")
+    assert parsed is not None and parsed.image is not None
+    reply = await core.handle(parsed, RecordingResponder())
+    assert reply.is_error
+    assert reply.text.startswith("⚠️ I cannot read aaa")
+    text, media = upstreams
+    assert text.requests == [] and media.requests == []
+
+
+@pytest.mark.parametrize("command", ["character", "video"])
+async def test_help_for_an_image_command_says_how_to_give_the_image_on_the_console(command: str) -> None:
+    out = io.StringIO()
+    await run_console(ChatCore(build_commands()), Path("unused"), io.StringIO(f"/help {command}\n"), out)
+    shown = out.getvalue()
+    assert "attach an image" not in shown
+    assert "image=<path>" in re.search(r"^Usage: .*$", shown, re.M).group(0)  # type: ignore[union-attr]
+    assert re.search(
+        r"^  image: .+; on the console, name the file: image=<path>, or its path as the first word", shown, re.M
+    )
+
+
+async def test_a_missing_image_is_explained_the_console_way(upstreams: Upstreams, core: ChatCore) -> None:
+    parsed = parse_line(core, "/character Captain")
+    assert parsed is not None
+    reply = await core.handle(parsed, RecordingResponder())
+    assert reply.text == "⚠️ /character needs an image.\nUsage: /character (image=<path>) [name]"
+
+
 # -- run_console against the fakes -----------------------------------------------------------------
 
 
@@ -243,6 +293,8 @@ def clean_env(home: Path, **extra: str) -> dict[str, str]:
         "PYTHONIOENCODING": "utf-8",
         "LANG": "C.UTF-8",
     }
+    if "PYTHONPATH" in os.environ:
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]  # the tree under test, not the installed one
     env.update(extra)
     assert not any(key.endswith(("_API_KEY", "_TOKEN")) for key in env)
     return env
@@ -296,3 +348,137 @@ def test_run_with_the_example_env_file_opens_the_console(tmp_path: Path) -> None
     )
     assert result.returncode == 0, result.stderr
     assert "Commands:" in result.stdout
+
+
+# -- an interactive console: Ctrl-C, and log lines kept off the prompt ----------------------------
+
+#: A hang guard, not a timing claim: the console exits well within it, a hang never does.
+HANG_GUARD_SECONDS = 30
+
+
+class Terminal:
+    """``reelwright console`` on a pseudo-terminal, as an operator runs it."""
+
+    def __init__(self, tmp_path: Path, **env: str) -> None:
+        controller, device = pty.openpty()
+        self.controller = controller
+        self.process = subprocess.Popen(
+            [str(REELWRIGHT), "console"],
+            stdin=device,
+            stdout=device,
+            stderr=device,
+            env=clean_env(tmp_path, **env),
+            cwd=tmp_path,
+        )
+        os.close(device)
+        self.screen = ""
+
+    def read_until(self, text: str) -> str:
+        """Everything shown until ``text`` appears; fails (rather than hangs) after the guard."""
+        deadline = time.monotonic() + HANG_GUARD_SECONDS
+        start = len(self.screen)
+        while text not in self.screen[start:]:
+            remaining = deadline - time.monotonic()
+            assert remaining > 0, f"{text!r} never appeared; the screen shows:\n{self.screen}"
+            ready, _, _ = select.select([self.controller], [], [], remaining)
+            if ready:
+                try:
+                    chunk = os.read(self.controller, 65536)
+                except OSError:  # the program has exited and closed the terminal
+                    chunk = b""
+                assert chunk, f"the console ended before {text!r}; the screen shows:\n{self.screen}"
+                self.screen += chunk.decode("utf-8", errors="replace")
+        return self.screen[start:]
+
+    def type(self, line: str) -> None:
+        os.write(self.controller, line.encode() + b"\n")
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        os.close(self.controller)
+
+
+@pytest.fixture
+def terminal(tmp_path: Path) -> Iterator[Callable[..., Terminal]]:
+    opened: list[Terminal] = []
+
+    def open_terminal(**env: str) -> Terminal:
+        opened.append(Terminal(tmp_path, **env))
+        return opened[-1]
+
+    yield open_terminal
+    for each in opened:
+        each.close()
+
+
+def test_ctrl_c_at_the_prompt_exits_at_once(terminal: Callable[..., Terminal]) -> None:
+    console = terminal()
+    console.read_until(PROMPT)
+    console.process.send_signal(signal.SIGINT)
+    assert console.process.wait(timeout=HANG_GUARD_SECONDS) == 130
+
+
+def test_ctrl_c_during_a_video_exits_at_once(terminal: Callable[..., Terminal]) -> None:
+    console = terminal()
+    console.read_until(PROMPT)
+    console.type("/video a cat surfing duration=8")
+    console.read_until("… ")
+    console.process.send_signal(signal.SIGINT)
+    assert console.process.wait(timeout=HANG_GUARD_SECONDS) == 130
+
+
+def test_ctrl_c_with_piped_input_that_stays_open_exits_at_once(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [str(REELWRIGHT), "console"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=clean_env(tmp_path),
+        cwd=tmp_path,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        process.stdin.write(b"/help story\n")
+        process.stdin.flush()
+        while b"Example: /story" not in process.stdout.readline():
+            pass
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=HANG_GUARD_SECONDS) == 130
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdin.close()
+        process.stdout.close()
+
+
+def test_interactive_log_lines_go_to_the_log_file_at_the_configured_level(
+    terminal: Callable[..., Terminal], tmp_path: Path
+) -> None:
+    console = terminal(LOG_LEVEL="INFO")
+    before_prompt = console.read_until(PROMPT)
+    log_file = tmp_path / "reelwright.log"
+    assert f"Log lines go to {log_file}." in before_prompt
+    console.type("/story a dragon learns to fly")
+    session = console.read_until(PROMPT)
+    console.type("/quit")
+    assert console.process.wait(timeout=HANG_GUARD_SECONDS) == 0
+    assert "segments" in session
+    assert not re.search(r"\b(DEBUG|INFO|WARNING|ERROR)\b", session), session
+    logged = log_file.read_text(encoding="utf-8")
+    assert re.search(r" INFO bot\.core\.dispatcher \[[0-9a-f]{8}\]: /story from console:local$", logged, re.M), logged
+
+
+def test_log_file_setting_and_warning_level(terminal: Callable[..., Terminal], tmp_path: Path) -> None:
+    log_file = tmp_path / "logs" / "bot.log"
+    console = terminal(LOG_LEVEL="WARNING", LOG_FILE=str(log_file))
+    console.read_until(PROMPT)
+    console.type("/help")
+    console.read_until(PROMPT)
+    console.type("/quit")
+    assert console.process.wait(timeout=HANG_GUARD_SECONDS) == 0
+    logged = log_file.read_text(encoding="utf-8")
+    assert "WARNING bot.runtime" in logged and " INFO " not in logged
+    assert not (tmp_path / "reelwright.log").exists()

@@ -11,10 +11,13 @@ from bot.core.catalog import build_commands
 from bot.core.commands import Command, CommandSet, Option, OptionKind
 from bot.core.context import CommandContext, Invocation, UserRef
 from bot.core.dispatcher import SANDBOX_FOOTER, ChatCore, Next
+from bot.core.rendering import plural, story_sets_blocks
 from bot.core.replies import Reply
+from bot.logging_setup import CorrelationFilter
 from services.character import CharacterAnalysis
 from services.memory import UserMemory
-from services.story import Story
+from services.story import Story, StorySegment, StorySets
+from services.usage import Usage
 from tests.bot.helpers import (
     CHAT,
     PNG_SIGNATURE,
@@ -368,6 +371,7 @@ def crashing_commands() -> CommandSet:
 
 
 async def test_unexpected_exception_becomes_one_error_with_a_reference(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.handler.addFilter(CorrelationFilter())  # as configure_logging does for every handler
     core = ChatCore(crashing_commands(), sandbox_upstreams=frozenset({"text"}))
     responder = RecordingResponder()
     reply = await core.handle(invocation("explode", "now"), responder)
@@ -377,8 +381,10 @@ async def test_unexpected_exception_becomes_one_error_with_a_reference(caplog: p
     assert match
     assert "hunter2" not in reply.text and "RuntimeError" not in reply.text
     assert reply.footer == ""  # errors are never labelled as sandbox output
-    # The operator can find the crash by the reference.
-    assert any(match.group(1) in record.getMessage() and record.exc_info for record in caplog.records)
+    # The operator can find the crash by the reference: the log line carries it as its correlation id.
+    assert any(
+        getattr(record, "correlation_id", None) == match.group(1) and record.exc_info for record in caplog.records
+    )
 
 
 async def test_a_failed_delivery_is_followed_by_one_fallback(upstreams: Upstreams) -> None:
@@ -516,6 +522,28 @@ async def test_video_of_a_story_segment_uses_its_visual_prompt(upstreams: Upstre
     prompt = media.video_generation_requests[-1].json["instances"][0]["prompt"]
     assert prompt == f"{segment.visual_prompt} slow motion"
     assert media.video_generation_requests[-1].json["parameters"]["durationSeconds"] == 4
+
+
+async def test_a_one_segment_story_says_segment_not_segments(upstreams: Upstreams) -> None:
+    _, media = upstreams
+    core = make_core()
+    story_reply, _ = await run(core, "story", "a dragon learns to fly segments=1")
+    assert not story_reply.is_error
+    assert "\n1 segment · " in story_reply.text and "1 segments" not in story_reply.text
+
+    reply, _ = await run(core, "video", "segment=2")
+    assert reply.is_error
+    assert "Your last story has 1 segment; there is no 2." in reply.text
+    assert media.video_generation_requests == []
+
+
+def test_counts_read_in_the_right_number() -> None:
+    one = Story(
+        title="t", idea="i", segments=[StorySegment(number=1, narration="n", visual_prompt="v", duration_seconds=4)]
+    )
+    sets = StorySets(idea="dragons", sets=[one], usage=Usage())
+    assert story_sets_blocks(sets)[0] == "🎬 1 take on: dragons"
+    assert [plural(n, "segment") for n in (0, 1, 2)] == ["0 segments", "1 segment", "2 segments"]
 
 
 # -- middlewares -----------------------------------------------------------------------------------

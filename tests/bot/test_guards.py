@@ -4,6 +4,8 @@ budgets, confirmation of expensive commands, permissions, and usage recorded fro
 from __future__ import annotations
 
 import asyncio
+import json
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any
 import pytest
 
 from bot.core.context import ChatRef, Invocation, UserRef
+from bot.core.dispatcher import SANDBOX_FOOTER
 from bot.runtime import Runtime, start_runtime
 from connectors.settings import load_settings
 from tests.bot.helpers import RecordingResponder
@@ -175,3 +178,52 @@ async def test_a_bad_expensive_request_gets_its_error_not_a_price(
     asked = await runtime.core.handle(command("video", "a valid cat duration=8"), RecordingResponder())
     assert asked.confirmation is not None
     assert fake_genai.requests == []
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("story", "a dragon segment=6", "Unknown option segment=, did you mean segments=?"),
+        ("video", "a cat durations=8", "Unknown option durations=, did you mean duration=?"),
+    ],
+)
+async def test_a_misspelled_option_is_refused_before_any_paid_call(
+    make_runtime: RuntimeFactory,
+    fake_openrouter: FakeOpenRouter,
+    fake_genai: FakeGenAI,
+    name: str,
+    text: str,
+    message: str,
+) -> None:
+    runtime = await make_runtime()
+    responder = RecordingResponder()
+    reply = await runtime.core.handle(command(name, text), responder)
+    assert responder.delivered == [reply]
+    assert reply.is_error
+    assert reply.text.splitlines()[0] == f"⚠️ {message}"
+    assert fake_openrouter.requests == [] and fake_genai.requests == []
+
+
+async def test_an_equals_sign_that_is_no_option_stays_in_the_prompt(
+    make_runtime: RuntimeFactory, fake_openrouter: FakeOpenRouter
+) -> None:
+    runtime = await make_runtime()
+    reply = await runtime.core.handle(command("story", "why e=mc2 matters segments=2"), RecordingResponder())
+    assert not reply.is_error
+    [request] = fake_openrouter.chat_requests
+    assert "why e=mc2 matters" in json.dumps(request.json)
+
+
+async def test_the_queued_notice_of_a_sandbox_video_is_not_labelled_as_sandbox_output(
+    make_runtime: RuntimeFactory, redis_url: str
+) -> None:
+    """The notice is ours, not the fake upstream's: the sandbox label belongs on the video itself."""
+    prefix = f"reelwright:test:{uuid.uuid4().hex}"
+    runtime = await make_runtime(
+        google_api_key=None, redis_url=redis_url, redis_key_prefix=prefix, job_queue_name=f"{prefix}:jobs"
+    )
+    assert "media" in runtime.sandbox_upstreams
+    reply = await runtime.core.handle(command("video", "a cat surfing"), RecordingResponder())
+    assert not reply.is_error
+    assert reply.text.startswith("⏳ Job ") and "is queued" in reply.text
+    assert SANDBOX_FOOTER not in reply.text

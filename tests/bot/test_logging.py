@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import io
 import logging
+import re
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from bot.logging_setup import RedactingFilter, configure_logging
+from bot.core.catalog import build_commands
+from bot.core.dispatcher import ChatCore
+from bot.logging_setup import TEXT_FORMAT, CorrelationFilter, RedactingFilter, configure_logging, log_to_file
+from tests.bot.helpers import RecordingResponder, invocation
 
 SECRET = "sk-or-v1-abcdef0123456789"
 GOOGLE_SECRET = "AIzaSyD-googleSecret_42"
@@ -134,9 +140,13 @@ def restore_root_logging() -> Iterator[None]:
     saved_root = (root.level, list(root.handlers), {h: list(h.filters) for h in root.handlers})
     yield
     level, handlers, filters = saved_root
-    for handler in root.handlers:
+    for handler in list(root.handlers):
         if handler not in handlers:
             root.removeHandler(handler)
+            handler.close()
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
     for handler, kept in filters.items():
         handler.filters = kept
     root.setLevel(level)
@@ -167,3 +177,39 @@ def test_configure_logging_quiets_http_clients_and_redacts_every_handler() -> No
     finally:
         logging.getLogger("tests.configured").removeHandler(late)
     assert stream.getvalue() == "key=***\n"
+
+
+async def test_a_command_log_line_shows_its_correlation_id_once() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    handler.addFilter(CorrelationFilter())
+    logger = logging.getLogger("bot.core.dispatcher")
+    saved_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        await ChatCore(build_commands()).handle(invocation("help", "story"), RecordingResponder())
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved_level)
+    line = next(line for line in stream.getvalue().splitlines() if "/help from" in line)
+    ids = re.findall(r"[0-9a-f]{8}", line.split(" bot.core.dispatcher ", 1)[1])
+    assert len(ids) == 1, line
+    assert line.endswith(f"[{ids[0]}]: /help from test:42")
+
+
+@pytest.mark.usefixtures("restore_root_logging")
+def test_log_to_file_takes_over_the_terminal_handler(tmp_path: Path) -> None:
+    root = logging.getLogger()
+    terminal = logging.StreamHandler(sys.stderr)
+    terminal.setFormatter(logging.Formatter(TEXT_FORMAT))
+    root.addHandler(terminal)
+    configure_logging("INFO", [SECRET])
+    path = log_to_file(tmp_path / "logs" / "bot.log")
+    assert terminal not in root.handlers
+    assert log_to_file(tmp_path / "logs" / "bot.log") == path  # a second call adds no second handler
+    logging.getLogger("tests.file").warning("key=%s", SECRET)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 1
+    assert lines[0].endswith(" WARNING tests.file [-]: key=***")

@@ -44,12 +44,18 @@ async def test_admin_adds_lists_and_removes(core: ChatCore) -> None:
         return replace(invocation("schedule", text), is_admin=yes)
 
     added = await core.handle(admin("add indie game dev 9:30 Europe/Berlin"), RecordingResponder())
-    assert not added.is_error and "indie game dev" in added.text and "09:30" in added.text
+    assert not added.is_error and "indie game dev" in added.text
+    assert "every day at 09:30 (Europe/Berlin)" in added.text
+    assert added.text.endswith("The first post comes at the next 09:30.")
+    assert "9:30" not in added.text.replace("09:30", "")
     listing = await core.handle(admin("list"), RecordingResponder())
     assert "#1 · indie game dev" in listing.text
     for bad, message in [
         ("add cooking", "niche, a time and a time zone"),
         ("add cooking 9:30 Nowhere/Land", "time zone"),
+        ("add cooking 9:30 localtime", "'localtime' is not a time zone I know; use an IANA name"),
+        ("add cooking 9:30 Factory", "is not a time zone I know"),
+        ("add cooking 9:30 posix/Europe/Berlin", "is not a time zone I know"),
         ("remove abc", "Which schedule"),
         ("remove 99", "no schedule 99"),
         ("explode", "Use /schedule"),

@@ -252,3 +252,17 @@ async def test_gcs_uri_result_is_explained(fake_genai: FakeGenAI) -> None:
     with pytest.raises(InvalidResponse, match="gs://"):
         await fetch_video(status)
     await genai_connector.close_genai_client()
+
+
+@pytest.mark.parametrize("enterprise", [False, True], ids=["developer", "enterprise"])
+async def test_a_refused_connection_is_reported_as_refused(fake_genai: FakeGenAI, enterprise: bool) -> None:
+    await fake_genai.stop()
+    genai_connector.configure_genai(genai_config(fake_genai, enterprise=enterprise))
+    try:
+        with pytest.raises(UpstreamUnavailable, match=r"^unreachable: connection refused \(") as caught:
+            await start_video(model=MODEL, prompt="x", duration_seconds=4, aspect_ratio="16:9")
+        assert "timed out" not in str(caught.value)
+        with pytest.raises(UpstreamUnavailable, match=r"^unreachable: connection refused \("):
+            await generate_image(model="imagen-4.0-generate-001", prompt="a cat", aspect_ratio="16:9")
+    finally:
+        await genai_connector.close_genai_client()

@@ -153,11 +153,13 @@ async def test_connection_reset_is_unavailable(connector: FakeOpenRouter) -> Non
 
 
 async def test_connection_refused_is_unavailable(fake_openrouter: FakeOpenRouter) -> None:
+    """Reported as refused: the SDK's transport calls it a connect timeout, which misleads an operator."""
     base = fake_openrouter.base_url
     await fake_openrouter.stop()
     openai_connector.configure_openai(openrouter_config(fake_openrouter, base_url=base))
-    with pytest.raises(UpstreamUnavailable):
+    with pytest.raises(UpstreamUnavailable, match=r"^unreachable: connection refused \(") as caught:
         await complete(model="m", messages=MESSAGES)
+    assert "timed out" not in str(caught.value)
     await openai_connector.close_openai_client()
 
 

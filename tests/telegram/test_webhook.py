@@ -10,6 +10,7 @@ import pytest
 
 from bot.runtime import PlatformStartError
 from bot.telegram.app import TelegramService
+from connectors.settings import SettingsError, load_settings
 from tests.fakes.telegram_api import FakeTelegramAPI
 from tests.telegram.conftest import TelegramBot, make_runtime, telegram_settings
 
@@ -73,3 +74,43 @@ async def test_a_webhook_without_a_secret_does_not_start(telegram_api: FakeTeleg
     with pytest.raises(PlatformStartError, match="TELEGRAM_WEBHOOK_SECRET"):
         await TelegramService(make_runtime(settings)).start()
     assert telegram_api.calls == []
+
+
+@pytest.mark.parametrize(
+    "secret",
+    ["has space", "slash/no", "dots.no", "ünïcode", "x" * 257],
+    ids=["space", "slash", "dot", "unicode", "long"],
+)
+def test_a_webhook_secret_telegram_refuses_is_refused_at_start(secret: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(_env_file=None, telegram_webhook_secret=secret)
+    assert str(caught.value) == (
+        "Invalid setting TELEGRAM_WEBHOOK_SECRET: Value error, "
+        "must be 1-256 characters of A-Z, a-z, 0-9, _ and - (Telegram refuses any other)"
+    )
+    assert secret not in str(caught.value)
+
+
+@pytest.mark.parametrize("secret", ["a", "webhook-secret_0123456789", "x" * 256])
+def test_a_webhook_secret_telegram_accepts(secret: str) -> None:
+    settings = load_settings(_env_file=None, telegram_webhook_secret=secret)
+    assert settings.telegram_webhook_secret is not None
+    assert settings.telegram_webhook_secret.get_secret_value() == secret
+
+
+def test_a_plain_http_webhook_url_for_telegrams_servers_is_refused_at_start() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(_env_file=None, telegram_webhook_url="http://bot.example.com/hook")
+    assert str(caught.value) == (
+        "Invalid setting TELEGRAM_WEBHOOK_URL: Value error, "
+        "must be an https:// URL (Telegram only calls webhooks over HTTPS)"
+    )
+
+
+def test_a_plain_http_webhook_url_is_fine_for_a_self_hosted_bot_api_server() -> None:
+    settings = load_settings(
+        _env_file=None,
+        telegram_api_base_url="http://127.0.0.1:8081/bot",
+        telegram_webhook_url="http://127.0.0.1:8443/hook",
+    )
+    assert str(settings.telegram_webhook_url) == "http://127.0.0.1:8443/hook"
