@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from limits import parse as parse_rate_limit
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 OPENROUTER_DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 class SettingsError(Exception):
@@ -162,9 +164,34 @@ class Settings(BaseSettings):
     @classmethod
     def _rate_limit_parses(cls, value: str) -> str:
         try:
-            parse_rate_limit(value)
+            limit = parse_rate_limit(value)
         except ValueError:
             raise ValueError("must look like 20/minute or 100/hour") from None
+        if limit.amount < 1:
+            raise ValueError("must allow at least 1 command (0 would refuse every paid command)")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url_is_supported(cls, value: str) -> str:
+        from connectors.database import check_database_url
+
+        check_database_url(value)
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_has_a_redis_scheme(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in REDIS_SCHEMES:
+            shown = f"{parts.scheme}:// is not a Redis scheme" if parts.scheme else "not a URL"
+            raise ValueError(f"{shown}; use redis://host:6379/0 (or rediss://, unix://)")
+        try:
+            _ = parts.port
+        except ValueError:
+            raise ValueError("the port must be a number, as in redis://host:6379/0") from None
         return value
 
     @property
@@ -203,4 +230,5 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         name = str(first["loc"][0]).upper() if first["loc"] else "settings"
-        raise SettingsError(f"Invalid setting {name}: {first['msg']}") from None
+        message = str(first["ctx"]["error"]) if first["type"] == "value_error" else first["msg"]
+        raise SettingsError(f"Invalid setting {name}: {message}") from None
