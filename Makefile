@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run console test lint typecheck bench clean
+.PHONY: run console test lint typecheck bench docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ test: $(VENV)/.installed-dev lint typecheck
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/bench_story.py
+
+docs: $(VENV)/.installed-run
+	$(BIN)/python -m bot.settings_docs
 
 clean:
 	rm -rf $(VENV) build *.egg-info

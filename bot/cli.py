@@ -17,8 +17,7 @@ from bot.health import start_health_server
 from bot.logging_setup import configure_logging, log_to_file
 from bot.runtime import (
     PlatformStartError,
-    check_media_dir,
-    check_upstreams,
+    check_settings,
     register_send_only_senders,
     start_runtime,
 )
@@ -148,8 +147,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     command = args.command or "run"
     try:
         settings = load_settings()
-        check_media_dir(settings.media_dir)
-        check_upstreams(settings, console=command == "console")
+        check_settings(settings, console=command == "console")
     except SettingsError as exc:
         print(f"reelwright: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -157,6 +155,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         entry = {"console": serve_console, "worker": serve_worker}.get(command, serve_platforms)
         code = _run(entry(settings))
+    except SettingsError as exc:
+        print(f"reelwright: {exc}", file=sys.stderr)
+        code = 2
     except KeyboardInterrupt:
         code = 130
     raise SystemExit(code)

@@ -36,10 +36,10 @@ from bot.core.storyboard import shutdown_storyboard_workers
 from bot.sandbox.fake_genai import FakeGenAI
 from bot.sandbox.fake_openrouter import FakeOpenRouter
 from connectors import genai_connector, openai_connector
-from connectors.database import close_database, configure_database
+from connectors.database import check_database, close_database, configure_database
 from connectors.genai_connector import GenAIConfig
 from connectors.openai_connector import OpenRouterConfig
-from connectors.redis_client import close_redis, configure_redis
+from connectors.redis_client import check_redis, close_redis, configure_redis
 from connectors.resilience import GuardConfig as UpstreamGuardConfig
 from connectors.settings import Settings, SettingsError
 from services.budgets import BudgetBook, BudgetLimits, LocalBudgets, RedisBudgets
@@ -50,7 +50,7 @@ from services.jobs import JobLate, JobOutcome, JobService
 from services.ledger import UsageLedger
 from services.memory import UserMemory
 from services.metrics import install_upstream_observer
-from services.pricing import PriceTable
+from services.pricing import PriceTable, PriceTableError
 from services.queue import JobExecutor, JobQueue
 from services.schedules import ScheduleService, ScheduleView, TrendScheduler
 from services.store.migrate import migrate_to_head
@@ -202,6 +202,38 @@ def check_upstreams(settings: Settings, *, console: bool) -> None:
         )
 
 
+def check_price_table(settings: Settings) -> PriceTable:
+    """Prices are what budgets are measured in: a misspelled or negative one must stop the bot at start."""
+    try:
+        return PriceTable(settings.price_table)
+    except PriceTableError as exc:
+        raise SettingsError(f"Invalid setting PRICE_TABLE: {exc}") from None
+
+
+def check_settings(settings: Settings, *, console: bool) -> PriceTable:
+    """Everything that can be checked before anything starts; each failure is one line naming its setting."""
+    check_media_dir(settings.media_dir)
+    check_upstreams(settings, console=console)
+    return check_price_table(settings)
+
+
+async def open_storage(settings: Settings, stack: AsyncExitStack) -> None:
+    """Connect to the database (and Redis) before anything else starts, so that a wrong URL stops the
+    bot with one line; on failure whatever was opened here is closed again."""
+    configure_database(settings.database_url)
+    configure_redis(settings.redis_url)
+    try:
+        await check_database()
+        await check_redis()
+        await migrate_to_head()
+    except BaseException:
+        await close_redis()
+        await close_database()
+        raise
+    stack.push_async_callback(close_database)
+    stack.push_async_callback(close_redis)
+
+
 async def start_runtime(settings: Settings, *, role: str = "run") -> Runtime:
     """Configure every layer from ``settings``; the returned runtime owns what must be closed.
 
@@ -209,10 +241,10 @@ async def start_runtime(settings: Settings, *, role: str = "run") -> Runtime:
     a terminal chat for the operator, where the sandbox is always allowed.
     """
     console = role == "console"
-    check_media_dir(settings.media_dir)
-    check_upstreams(settings, console=console)
+    prices = check_settings(settings, console=console)
     sandbox_allowed = console or settings.sandbox_allowed
     stack = AsyncExitStack()
+    await open_storage(settings, stack)
     sandbox: set[str] = set()
     unavailable: set[str] = set()
     openrouter_key = settings.openrouter_api_key.get_secret_value() if settings.openrouter_api_key else None
@@ -299,14 +331,8 @@ async def start_runtime(settings: Settings, *, role: str = "run") -> Runtime:
             video_max_bytes=settings.video_max_bytes,
         )
     )
-    configure_database(settings.database_url)
-    stack.push_async_callback(close_database)
-    await migrate_to_head()
-    prices = PriceTable(settings.price_table)
     ledger = UsageLedger(prices)
     stack.push_async_callback(ledger.flush)
-    configure_redis(settings.redis_url)
-    stack.push_async_callback(close_redis)
     limits = BudgetLimits(
         user_daily=Decimal(str(settings.budget_user_daily_usd)),
         user_monthly=Decimal(str(settings.budget_user_monthly_usd)),

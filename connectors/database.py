@@ -6,17 +6,28 @@ SQLite is opened in WAL mode with a busy timeout so that two bot processes can s
 
 from __future__ import annotations
 
+import asyncio
+import os
+import socket
+import sqlite3
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from connectors.settings import SettingsError
 
 _url: str | None = None
 _engine: AsyncEngine | None = None
 _sessions: async_sessionmaker[AsyncSession] | None = None
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+#: The drivers every query and migration is written and tested for.
+SUPPORTED_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
+DATABASE_URL_EXAMPLES = "sqlite:///reelwright.sqlite3 or postgresql://user:password@host:5432/reelwright"
 
 
 def normalise_database_url(url: str) -> str:
@@ -28,6 +39,16 @@ def normalise_database_url(url: str) -> str:
     elif driver == "sqlite":
         parsed = parsed.set(drivername="sqlite+aiosqlite")
     return parsed.render_as_string(hide_password=False)
+
+
+def check_database_url(url: str) -> None:
+    """Refuse a URL we cannot use, by its scheme; the message never repeats the URL (it may hold a password)."""
+    try:
+        driver = make_url(normalise_database_url(url)).drivername
+    except ArgumentError:
+        raise ValueError(f"not a database URL; use {DATABASE_URL_EXAMPLES}") from None
+    if driver not in SUPPORTED_DRIVERS:
+        raise ValueError(f"{driver} is not supported; use {DATABASE_URL_EXAMPLES}")
 
 
 def configure_database(url: str) -> None:
@@ -69,6 +90,64 @@ def sessions() -> async_sessionmaker[AsyncSession]:
     if _sessions is None:
         _sessions = async_sessionmaker(get_engine(), expire_on_commit=False)
     return _sessions
+
+
+def _open_sqlite_file(database: str) -> None:
+    if database in ("", ":memory:") or database.startswith("file:"):
+        return
+    folder = Path(database).parent
+    if not folder.is_dir():
+        raise SettingsError(f"Invalid setting DATABASE_URL: the folder {folder} of the SQLite file does not exist")
+    try:
+        sqlite3.connect(database).close()
+    except sqlite3.Error as exc:
+        raise SettingsError(f"Invalid setting DATABASE_URL: cannot open the SQLite file {database} ({exc})") from None
+
+
+def os_error_reason(exc: OSError) -> str:
+    """ "Connection refused", "Name or service not known", "timed out": the words, not the call that failed."""
+    if isinstance(exc, socket.gaierror | TimeoutError):
+        return exc.strerror or "timed out"
+    if exc.errno:
+        return os.strerror(exc.errno)
+    return str(exc) or type(exc).__name__
+
+
+def _postgres_refusal(exc: DBAPIError) -> str | None:
+    """What the server said when it refused the connection itself (no such database, role or password)."""
+    import asyncpg
+
+    cause = exc.orig.__cause__ if exc.orig is not None else None
+    if isinstance(cause, asyncpg.InvalidCatalogNameError | asyncpg.InvalidAuthorizationSpecificationError):
+        return str(cause)
+    return None
+
+
+async def check_database() -> None:
+    """Connect once at start, so that a wrong DATABASE_URL is one line naming it instead of a traceback.
+
+    Only the errors that mean "this URL does not lead to a usable database" are translated; anything
+    else is a bug and propagates as it is.
+    """
+    if _url is None:
+        raise RuntimeError("configure_database() must be called before the database is checked")
+    url = make_url(_url)
+    if is_sqlite():
+        await asyncio.to_thread(_open_sqlite_file, url.database or "")
+        return
+    where = f"{url.host or 'localhost'}:{url.port or 5432}"
+    try:
+        async with get_engine().connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except (OSError, TimeoutError) as exc:
+        raise SettingsError(
+            f"Invalid setting DATABASE_URL: cannot connect to PostgreSQL at {where} ({os_error_reason(exc)})"
+        ) from None
+    except DBAPIError as exc:
+        refusal = _postgres_refusal(exc)
+        if refusal is None:
+            raise
+        raise SettingsError(f"Invalid setting DATABASE_URL: PostgreSQL at {where} refused: {refusal}") from None
 
 
 async def close_database() -> None:

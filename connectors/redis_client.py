@@ -5,7 +5,15 @@ process sharing REDIS_URL sees the same counters.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import InvalidResponse, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from connectors.database import os_error_reason
+from connectors.settings import SettingsError
 
 #: Connections to Redis per process. A burst of commands waits for a free one (up to
 #: ``POOL_WAIT_SECONDS``) instead of failing, as redis-py's default pool does past its size.
@@ -51,6 +59,38 @@ def redis_client() -> Redis:
     if _client is None:
         _client = Redis(connection_pool=redis_pool())
     return _client
+
+
+async def check_redis() -> None:
+    """Ping once at start, so that a wrong or unreachable REDIS_URL is one line naming it.
+
+    Connection failures, refusals (a password, a database number) and a URL redis-py cannot parse
+    are translated; the message names the host, never the URL (it may hold a password).
+    """
+    if _url is None:
+        return
+    try:
+        parts = urlsplit(_url)
+        where = parts.path if parts.scheme == "unix" else f"{parts.hostname or 'localhost'}:{parts.port or 6379}"
+        await redis_client().ping()
+    except ValueError as exc:
+        raise SettingsError(f"Invalid setting REDIS_URL: {exc}") from None
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        underlying = exc.__cause__ or exc.__context__
+        reason = underlying if isinstance(underlying, OSError) else exc
+        raise SettingsError(
+            f"Invalid setting REDIS_URL: cannot connect to Redis at {where} ({_reason(reason)})"
+        ) from None
+    except ResponseError as exc:
+        raise SettingsError(f"Invalid setting REDIS_URL: Redis at {where} refused: {exc}") from None
+    except InvalidResponse as exc:
+        raise SettingsError(f"Invalid setting REDIS_URL: the server at {where} is not Redis ({exc})") from None
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        return os_error_reason(exc)
+    return str(exc).rstrip(".")
 
 
 async def close_redis() -> None:

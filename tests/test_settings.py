@@ -106,6 +106,15 @@ def test_secrets_are_secret_and_never_printed(monkeypatch: pytest.MonkeyPatch) -
         ("MAX_PROMPT_CHARS", "0"),
         ("GENAI_ENTERPRISE", "maybe"),
         ("LOG_LEVEL", "LOUD"),
+        ("DATABASE_URL", "garbage"),
+        ("DATABASE_URL", "mysql://reelwright@127.0.0.1/reelwright"),
+        ("DATABASE_URL", "postgresql+psycopg3://127.0.0.1/reelwright"),
+        ("REDIS_URL", "garbage"),
+        ("REDIS_URL", "http://127.0.0.1:6379/0"),
+        ("REDIS_URL", "redis://127.0.0.1:port/0"),
+        ("RATE_LIMIT", "0/minute"),
+        ("RATE_LIMIT", "often"),
+        ("PRICE_TABLE", "[1, 2]"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_setting(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
@@ -116,6 +125,31 @@ def test_a_bad_value_is_one_line_naming_the_setting(monkeypatch: pytest.MonkeyPa
     assert "\n" not in message
     assert name in message
     assert message.startswith(f"Invalid setting {name}")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DATABASE_URL", "sqlite:///reelwright.sqlite3"),
+        ("DATABASE_URL", "postgresql://user:pass@db:5432/reelwright"),
+        ("DATABASE_URL", "postgres://db/reelwright"),
+        ("DATABASE_URL", "postgresql+asyncpg://db/reelwright"),
+        ("REDIS_URL", "rediss://:pass@cache:6380/1"),
+        ("REDIS_URL", "unix:///run/redis.sock"),
+        ("RATE_LIMIT", "1/second"),
+    ],
+)
+def test_good_urls_and_limits_are_accepted_as_written(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    assert getattr(load_settings(), name.lower()) == value
+
+
+def test_a_refused_database_url_does_not_repeat_its_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "mysql://reelwright:hunter2@127.0.0.1/reelwright")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert str(caught.value).startswith("Invalid setting DATABASE_URL: mysql is not supported; use sqlite:///")
+    assert "hunter2" not in str(caught.value)
 
 
 def test_a_bad_override_names_the_setting() -> None:

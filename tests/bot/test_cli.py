@@ -121,3 +121,56 @@ def test_an_unusable_media_dir_stops_every_entry_point_at_start(
     [line] = result.stderr.strip().splitlines()
     assert line.startswith(f"reelwright: Invalid setting MEDIA_DIR: {path} {problem}"), line
     assert not (tmp_path / "reelwright.sqlite3").exists()
+
+
+# A bot serving Telegram with a text server of its own: `run` goes straight to start_runtime, and a
+# start that got past the checks would fail on port 9 instead, with a different message.
+RUN_WITH_TELEGRAM = PLATFORMS["telegram"] | {"OPENROUTER_BASE_URL": "http://127.0.0.1:9/v1"}
+UNREACHABLE_REDIS = "redis://127.0.0.1:9/0"
+BAD_START_SETTINGS = [
+    ("run", "DATABASE_URL", "garbage", "not a database URL"),
+    ("console", "DATABASE_URL", "mysql://reelwright:hunter2@127.0.0.1/reelwright", "mysql is not supported"),
+    (
+        "run",
+        "DATABASE_URL",
+        "postgresql://postgres:hunter2@127.0.0.1:9/reelwright",
+        "at 127.0.0.1:9 (Connection refused)",
+    ),
+    (
+        "console",
+        "DATABASE_URL",
+        "sqlite:///{tmp}/missing/reelwright.sqlite3",
+        "/missing of the SQLite file does not exist",
+    ),
+    ("worker", "REDIS_URL", "garbage", "not a URL; use redis://"),
+    ("worker", "REDIS_URL", UNREACHABLE_REDIS, "cannot connect to Redis at 127.0.0.1:9 (Connection refused)"),
+    ("worker", "PRICE_TABLE", '{"m": 5}', 'model "m": must be an object of prices'),
+    ("run", "PRICE_TABLE", '{"m": {"input_per_milion": 1}}', "unknown price input_per_milion"),
+    ("console", "RATE_LIMIT", "0/minute", "must allow at least 1 command"),
+]
+
+
+def assert_one_line_naming(result: subprocess.CompletedProcess[str], setting: str, problem: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"reelwright: Invalid setting {setting}: "), line
+    assert problem in line, line
+    assert "hunter2" not in line
+
+
+@pytest.mark.parametrize(("command", "setting", "value", "problem"), BAD_START_SETTINGS)
+def test_a_bad_setting_stops_the_start_with_one_line_naming_it(
+    tmp_path: Path, command: str, setting: str, value: str, problem: str
+) -> None:
+    env = RUN_WITH_TELEGRAM if command == "run" else {}
+    if command == "worker" and setting != "REDIS_URL":
+        env = {"REDIS_URL": UNREACHABLE_REDIS}
+    result = run_cli(tmp_path, command, **env, **{setting: value.replace("{tmp}", str(tmp_path))})
+    assert_one_line_naming(result, setting, problem)
+
+
+def test_a_database_that_does_not_exist_stops_the_worker_with_one_line(tmp_path: Path, postgres_url: str) -> None:
+    missing = postgres_url.rsplit("/", 1)[0] + "/reelwright_no_such_database"
+    result = run_cli(tmp_path, "worker", DATABASE_URL=missing, REDIS_URL=UNREACHABLE_REDIS)
+    assert_one_line_naming(result, "DATABASE_URL", 'refused: database "reelwright_no_such_database" does not exist')
