@@ -85,7 +85,7 @@ def test_a_webhook_secret_telegram_refuses_is_refused_at_start(secret: str) -> N
     with pytest.raises(SettingsError) as caught:
         load_settings(_env_file=None, telegram_webhook_secret=secret)
     assert str(caught.value) == (
-        "Invalid setting TELEGRAM_WEBHOOK_SECRET: Value error, "
+        "Invalid setting TELEGRAM_WEBHOOK_SECRET: "
         "must be 1-256 characters of A-Z, a-z, 0-9, _ and - (Telegram refuses any other)"
     )
     assert secret not in str(caught.value)
@@ -102,7 +102,7 @@ def test_a_plain_http_webhook_url_for_telegrams_servers_is_refused_at_start() ->
     with pytest.raises(SettingsError) as caught:
         load_settings(_env_file=None, telegram_webhook_url="http://bot.example.com/hook")
     assert str(caught.value) == (
-        "Invalid setting TELEGRAM_WEBHOOK_URL: Value error, "
+        "Invalid setting TELEGRAM_WEBHOOK_URL: "
         "must be an https:// URL (Telegram only calls webhooks over HTTPS)"
     )
 
