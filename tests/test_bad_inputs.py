@@ -152,7 +152,7 @@ async def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     runtime = await start_runtime(settings)
     telegram = TelegramService(runtime, TelegramOptions(progress=EAGER_PROGRESS, poll_timeout=5))
     await telegram.start()
-    stop, task = await start_bot(fake_discord, runtime, progress_after=0.0)
+    stop, task = await start_bot(fake_discord, runtime)
     yield World(runtime, telegram, tg_api, fake_discord, text, media, attacker)
     await stop_bot(stop, task)
     await telegram.stop()

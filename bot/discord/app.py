@@ -23,10 +23,11 @@ from discord import app_commands
 
 from bot.core.commands import Command
 from bot.core.context import ChatRef, IncomingImage, Invocation, UserRef
+from bot.core.progress import ProgressPolicy
 from bot.discord.buttons import ConfirmButton, StoryButton, reply_view
 from bot.discord.messages import NO_MENTIONS
 from bot.discord.registration import register_commands
-from bot.discord.responder import PROGRESS_AFTER_SECONDS, ChannelSender, InteractionResponder
+from bot.discord.responder import DISCORD_PROGRESS, ChannelSender, InteractionResponder
 from bot.runtime import PlatformStartError, Runtime
 from connectors.errors import ReelwrightError, UserInputError
 from connectors.settings import Settings
@@ -134,10 +135,10 @@ def admin_check(interaction: discord.Interaction) -> Callable[[], Awaitable[bool
 class DiscordBridge:
     """Turns interactions into core invocations, one final answer each."""
 
-    def __init__(self, runtime: Runtime, sender: ChannelSender, progress_after: float) -> None:
+    def __init__(self, runtime: Runtime, sender: ChannelSender, progress: ProgressPolicy) -> None:
         self.runtime = runtime
         self.sender = sender
-        self.progress_after = progress_after
+        self.progress = progress
         self.running: set[asyncio.Task[Any]] = set()
         self.cdn_origins = cdn_origins(runtime.settings)
 
@@ -186,7 +187,7 @@ class DiscordBridge:
             guild_id=str(interaction.guild_id) if interaction.guild_id is not None else None,
             roles=role_ids(user),
         )
-        responder = InteractionResponder(interaction, self.sender, partial(reply_view, command), self.progress_after)
+        responder = InteractionResponder(interaction, self.sender, partial(reply_view, command), self.progress)
         await self.runtime.core.handle(invocation, responder)
 
     async def report_failure(self, interaction: discord.Interaction, error: BaseException) -> None:
@@ -272,7 +273,7 @@ class ReelwrightDiscord(discord.Client):
         self,
         runtime: Runtime,
         *,
-        progress_after: float = PROGRESS_AFTER_SECONDS,
+        progress: ProgressPolicy = DISCORD_PROGRESS,
         guild_ready_timeout: float = GUILD_READY_TIMEOUT,
     ) -> None:
         _quiet_voice_warnings()
@@ -285,7 +286,7 @@ class ReelwrightDiscord(discord.Client):
         self.tree: app_commands.CommandTree[ReelwrightDiscord] = GuardedCommandTree(self)
         self.tree.on_error = self.on_app_command_error  # type: ignore[method-assign]
         self.sender = ChannelSender(self)
-        self.bridge = DiscordBridge(runtime, self.sender, progress_after)
+        self.bridge = DiscordBridge(runtime, self.sender, progress)
         # discord.py has no hook for this: an exception in a gateway event parser (a payload missing
         # a field) escapes Client.connect and ends the bot, so every parser drops what it cannot read.
         parsers = self._connection.parsers
@@ -317,12 +318,12 @@ async def serve_discord(
     runtime: Runtime,
     stop: asyncio.Event,
     *,
-    progress_after: float = PROGRESS_AFTER_SECONDS,
+    progress: ProgressPolicy = DISCORD_PROGRESS,
     guild_ready_timeout: float = GUILD_READY_TIMEOUT,
 ) -> None:
     """Log in, sync, serve until ``stop`` is set, then close cleanly.
 
-    ``progress_after``: seconds a command runs before its progress lines are shown (tests use 0).
+    ``progress``: when progress lines are shown (tests show them at once).
     ``guild_ready_timeout``: discord.py's wait for late GUILD_CREATEs before it is ready (tests use 0).
     """
     settings = runtime.settings
@@ -330,7 +331,7 @@ async def serve_discord(
         raise PlatformStartError("DISCORD_BOT_TOKEN is not set")
     configure_endpoints(settings)
     guild_objects(settings)  # a malformed DISCORD_GUILD_IDS stops the start here, with its name
-    client = ReelwrightDiscord(runtime, progress_after=progress_after, guild_ready_timeout=guild_ready_timeout)
+    client = ReelwrightDiscord(runtime, progress=progress, guild_ready_timeout=guild_ready_timeout)
     try:
         await _login(client, settings)
         runtime.senders[PLATFORM] = client.sender

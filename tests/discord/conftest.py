@@ -12,12 +12,16 @@ import pytest
 
 from bot.core.catalog import build_commands
 from bot.core.dispatcher import ChatCore
+from bot.core.progress import ProgressPolicy
 from bot.discord.app import serve_discord
 from bot.runtime import Runtime
 from connectors.settings import load_settings
 from services.memory import UserMemory
 from tests.fakes import FakeGenAI, FakeOpenRouter
 from tests.fakes.discord_api import FakeDiscord
+
+#: Tests see every progress edit: no delay before the first, no throttle between them.
+EAGER_PROGRESS = ProgressPolicy(status_delay=0.0, edit_interval=0.0)
 
 
 @dataclass
@@ -77,14 +81,14 @@ async def fake_discord(restore_discord_endpoints: None) -> AsyncIterator[FakeDis
 
 
 async def start_bot(
-    fake: FakeDiscord, runtime: Runtime, progress_after: float = 0.0, **options: Any
+    fake: FakeDiscord, runtime: Runtime, progress: ProgressPolicy = EAGER_PROGRESS, **options: Any
 ) -> tuple[asyncio.Event, asyncio.Task[None]]:
-    """Serve ``runtime`` on ``fake``; progress lines show at once unless ``progress_after`` says otherwise.
+    """Serve ``runtime`` on ``fake``; progress lines show at once unless ``progress`` says otherwise.
 
     ``options`` go to ``serve_discord`` (``guild_ready_timeout``)."""
     stop = asyncio.Event()
     fake.identified.clear()
-    task = asyncio.create_task(serve_discord(runtime, stop, progress_after=progress_after, **options))
+    task = asyncio.create_task(serve_discord(runtime, stop, progress=progress, **options))
     identified = asyncio.create_task(fake.identified.wait())
     done, _ = await asyncio.wait({task, identified}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
     if task in done:

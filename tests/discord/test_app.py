@@ -12,9 +12,10 @@ import pytest
 from bot.core.catalog import build_commands
 from bot.core.commands import OptionKind
 from bot.core.context import ChatRef
+from bot.core.progress import ProgressPolicy
 from bot.core.replies import Reply
 from bot.discord.app import serve_discord
-from bot.discord.responder import PROGRESS_AFTER_SECONDS
+from bot.discord.responder import DISCORD_PROGRESS
 from bot.runtime import PlatformStartError
 from tests.discord.conftest import DiscordBot, make_runtime, start_bot, stop_bot
 from tests.fakes import FakeGenAI, FakeOpenRouter, Fault
@@ -228,7 +229,7 @@ async def test_a_fast_command_needs_no_progress_edit_in_production(
     fake_discord: FakeDiscord, upstreams: tuple[FakeOpenRouter, FakeGenAI]
 ) -> None:
     runtime = make_runtime(fake_discord)
-    stop, task = await start_bot(fake_discord, runtime, progress_after=PROGRESS_AFTER_SECONDS)
+    stop, task = await start_bot(fake_discord, runtime, progress=DISCORD_PROGRESS)
     try:
         d = await fake_discord.slash("meme", {"topic": "mondays"})
         await DiscordBot(fake_discord, runtime, stop, task, *upstreams).final(d)
@@ -241,8 +242,8 @@ async def test_a_slow_command_shows_its_progress_line_before_the_answer(
     fake_discord: FakeDiscord, upstreams: tuple[FakeOpenRouter, FakeGenAI]
 ) -> None:
     runtime = make_runtime(fake_discord)
-    stop, task = await start_bot(fake_discord, runtime, progress_after=0.01)
-    upstreams[0].latency = 1.0  # far longer than progress_after
+    stop, task = await start_bot(fake_discord, runtime, progress=ProgressPolicy(status_delay=0.01, edit_interval=0.0))
+    upstreams[0].latency = 1.0  # far longer than the status delay
     try:
         d = await fake_discord.slash("meme", {"topic": "mondays"})
         final = await DiscordBot(fake_discord, runtime, stop, task, *upstreams).final(d)
@@ -257,7 +258,7 @@ async def test_an_expired_token_on_the_answer_itself_posts_it_to_the_channel(
     fake_discord: FakeDiscord, upstreams: tuple[FakeOpenRouter, FakeGenAI]
 ) -> None:
     runtime = make_runtime(fake_discord)
-    stop, task = await start_bot(fake_discord, runtime, progress_after=PROGRESS_AFTER_SECONDS)
+    stop, task = await start_bot(fake_discord, runtime, progress=DISCORD_PROGRESS)
     fake_discord.inject(Fault.status(404, body={"message": "Unknown Webhook", "code": 10015}), route="edit_original")
     try:
         d = await fake_discord.slash("story", {"idea": "a dragon learns to fly", "segments": 2})

@@ -10,9 +10,9 @@ import pytest
 
 from bot.core.catalog import build_commands
 from bot.core.dispatcher import ChatCore
+from bot.core.progress import ProgressPolicy
 from bot.runtime import Runtime
 from bot.telegram.app import TelegramOptions, TelegramService
-from bot.telegram.responder import ProgressPolicy
 from connectors.settings import Settings, load_settings
 from services.memory import UserMemory
 from tests.fakes import FakeGenAI, FakeOpenRouter

@@ -9,10 +9,10 @@ import pytest
 
 from bot.core.catalog import build_commands
 from bot.core.context import ChatRef
+from bot.core.progress import ProgressPolicy
 from bot.core.replies import Reply
 from bot.runtime import PlatformStartError
 from bot.telegram.app import TelegramOptions, TelegramService, build_send_only_sender, serve_telegram
-from bot.telegram.responder import ProgressPolicy
 from tests.bot.helpers import png_bytes
 from tests.fakes import Fault
 from tests.fakes.telegram_api import BOT_USERNAME, ApiCall, FakeTelegramAPI
