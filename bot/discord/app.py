@@ -118,18 +118,23 @@ def role_ids(user: discord.User | discord.Member) -> tuple[str, ...]:
     return tuple(str(role_id) for role_id in user._roles)
 
 
-def admin_check(interaction: discord.Interaction) -> Callable[[], Awaitable[bool]]:
-    """Admin-only commands (/schedule): members with Manage Server (or Administrator) in a guild;
-    in the user's own DM with the bot, the user (the owner of that chat, as on Telegram). Anywhere
-    else without a guild (a group DM reached as a user-installed app) nobody is an admin."""
+def admin_check(interaction: discord.Interaction) -> Callable[[], Awaitable[bool]] | None:
+    """Discord's part of the admin rule (``is_chat_admin``): members with Manage Server (or
+    Administrator) in a guild. Outside a guild there is none: the user's own DM with the bot is a
+    private chat, and in a group DM (reached as a user-installed app) nobody is an admin."""
+    if interaction.guild_id is None:
+        return None
+    permissions = interaction.permissions
 
     async def is_admin() -> bool:
-        if interaction.guild_id is None:
-            return interaction.context.dm_channel
-        permissions = interaction.permissions
         return permissions.manage_guild or permissions.administrator
 
     return is_admin
+
+
+def is_bot_dm(interaction: discord.Interaction) -> bool:
+    """The user's own DM with the bot (not a guild channel, not a group DM)."""
+    return interaction.guild_id is None and interaction.context.dm_channel
 
 
 class DiscordBridge:
@@ -180,7 +185,7 @@ class DiscordBridge:
         invocation = Invocation(
             command=command,
             user=UserRef(platform=PLATFORM, id=str(user.id), name=user.name),
-            chat=ChatRef(platform=PLATFORM, id=str(interaction.channel_id), is_private=interaction.guild_id is None),
+            chat=ChatRef(platform=PLATFORM, id=str(interaction.channel_id), is_private=is_bot_dm(interaction)),
             options=options,
             image=image,
             is_admin=admin_check(interaction),

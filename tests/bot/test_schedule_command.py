@@ -7,12 +7,14 @@ from dataclasses import replace
 import pytest
 
 from bot.core.catalog import build_commands
+from bot.core.context import ChatRef
 from bot.core.dispatcher import ChatCore
 from services.schedules import ScheduleService
 from tests.bot.helpers import RecordingResponder, invocation
 from tests.fakes import FakeGenAI, FakeOpenRouter
 
 Upstreams = tuple[FakeOpenRouter, FakeGenAI]
+GROUP = ChatRef(platform="test", id="-42", is_private=False)
 
 
 async def yes() -> bool:
@@ -34,7 +36,7 @@ async def core(database: str, upstreams: Upstreams) -> ChatCore:
 
 @pytest.mark.parametrize("is_admin", [None, no, broken], ids=["unknown", "member", "check-failed"])
 async def test_only_admins_may_schedule(core: ChatCore, is_admin: object) -> None:
-    request = replace(invocation("schedule", "add cooking 09:30 Europe/Berlin"), is_admin=is_admin)
+    request = replace(invocation("schedule", "add cooking 09:30 Europe/Berlin"), chat=GROUP, is_admin=is_admin)
     reply = await core.handle(request, RecordingResponder())
     assert reply.is_error and "Only admins" in reply.text
 
