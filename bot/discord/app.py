@@ -93,17 +93,19 @@ class GuardedCommandTree(app_commands.CommandTree["ReelwrightDiscord"]):
 
     discord.py builds an interaction's options before its error handling starts: a malformed
     value (an attachment option that is not an attachment id) raises a plain exception in its
-    invoker task, and the user never gets an answer. Overriding the tree's private ``_call`` is
-    the only hook before that step; such errors become ``MalformedInteraction`` for on_error.
+    invoker task, and the user never gets an answer. ``interaction_check`` runs first, so it builds
+    the same options (``Interaction.namespace``) and turns such a failure into
+    ``MalformedInteraction``, which the tree hands to on_error.
     """
 
-    async def _call(self, interaction: discord.Interaction[ReelwrightDiscord]) -> None:
+    async def interaction_check(self, interaction: discord.Interaction[ReelwrightDiscord], /) -> bool:
         try:
-            await super()._call(interaction)
+            interaction.namespace  # noqa: B018 (built and cached here, as the command will read it)
         except app_commands.AppCommandError:
             raise
         except Exception as exc:
             raise MalformedInteraction(f"{type(exc).__name__}: {exc}") from exc
+        return True
 
 
 def role_ids(user: discord.User | discord.Member) -> tuple[str, ...]:
