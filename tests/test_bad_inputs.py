@@ -27,7 +27,6 @@ import pytest_asyncio
 from aiohttp import web
 from sqlalchemy import func, select
 
-from bot.core.catalog import build_commands
 from bot.core.commands import OptionKind
 from bot.runtime import Runtime, start_runtime
 from bot.telegram.app import TelegramOptions, TelegramService
@@ -36,7 +35,7 @@ from connectors.settings import load_settings
 from services.config import ServiceConfig, configure_services
 from services.prompts import storable
 from services.store.models import CharacterRecord, JobRecord
-from tests.bot.helpers import bomb_png, png_bytes
+from tests.bot.helpers import bomb_png, catalogue, png_bytes
 from tests.discord.conftest import start_bot, stop_bot
 from tests.fakes import FakeGenAI, FakeOpenRouter, Fault
 from tests.fakes.discord_api import DiscordCall, FakeDiscord
@@ -812,7 +811,7 @@ def paid_text_options() -> list[Any]:
     ``character`` option only names a stored character (the table covers it)."""
     return [
         pytest.param(command.name, option.name, id=f"{command.name}-{option.name}")
-        for command in build_commands()
+        for command in catalogue()
         if command.upstream is not None
         for option in command.options
         if option.kind is OptionKind.TEXT and option.name != "character"

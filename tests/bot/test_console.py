@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from bot.console.adapter import CONSOLE_USER, parse_line, run_console
-from bot.core.catalog import build_commands
 from bot.core.dispatcher import SANDBOX_FOOTER, ChatCore
+from bot.core.jobs import JobCommands
 from connectors.errors import UserInputError
 from services.memory import UserMemory
-from tests.bot.helpers import PNG_SIGNATURE, RecordingResponder, png_bytes
+from tests.bot.helpers import PNG_SIGNATURE, RecordingResponder, catalogue, png_bytes
 from tests.fakes import FakeGenAI, FakeOpenRouter
 
 Upstreams = tuple[FakeOpenRouter, FakeGenAI]
@@ -28,7 +28,7 @@ PICTURE = png_bytes(24, 24)
 
 @pytest.fixture
 def core() -> ChatCore:
-    return ChatCore(build_commands(UserMemory()))
+    return ChatCore(catalogue(UserMemory()))
 
 
 @pytest.fixture
@@ -193,7 +193,7 @@ def check_saved_media(printed: str, media_dir: Path) -> None:
     assert sorted(p.suffix for p in media_dir.iterdir()) == [".mp4", ".png"]
 
 
-async def test_a_piped_script(upstreams: Upstreams, tmp_path: Path, picture: Path) -> None:
+async def test_a_piped_script(upstreams: Upstreams, tmp_path: Path, picture: Path, local_jobs: JobCommands) -> None:
     _, media = upstreams
     media_dir = tmp_path / "media"
     script = "\n".join(
@@ -209,7 +209,9 @@ async def test_a_piped_script(upstreams: Upstreams, tmp_path: Path, picture: Pat
         ]
     )
     out = io.StringIO()
-    handled = await run_console(ChatCore(build_commands(UserMemory())), media_dir, io.StringIO(script + "\n"), out)
+    handled = await run_console(
+        ChatCore(catalogue(UserMemory(), local_jobs)), media_dir, io.StringIO(script + "\n"), out
+    )
     assert handled == 5
     printed = out.getvalue()
     assert "2 segments" in printed
@@ -224,7 +226,7 @@ async def test_a_piped_script(upstreams: Upstreams, tmp_path: Path, picture: Pat
 
 async def test_console_ends_at_eof_without_a_trailing_newline(upstreams: Upstreams, tmp_path: Path) -> None:
     out = io.StringIO()
-    handled = await run_console(ChatCore(build_commands()), tmp_path / "media", io.StringIO("/help story"), out)
+    handled = await run_console(ChatCore(catalogue()), tmp_path / "media", io.StringIO("/help story"), out)
     assert handled == 1
     assert "Usage: /story" in out.getvalue()
     assert not (tmp_path / "media").exists()

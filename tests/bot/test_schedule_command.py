@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -10,7 +11,7 @@ from bot.core.catalog import build_commands
 from bot.core.context import ChatRef
 from bot.core.dispatcher import ChatCore
 from services.schedules import ScheduleService
-from tests.bot.helpers import RecordingResponder, invocation
+from tests.bot.helpers import RecordingResponder, in_process_jobs, invocation
 from tests.fakes import FakeGenAI, FakeOpenRouter
 
 Upstreams = tuple[FakeOpenRouter, FakeGenAI]
@@ -30,8 +31,8 @@ async def broken() -> bool:
 
 
 @pytest.fixture
-async def core(database: str, upstreams: Upstreams) -> ChatCore:
-    return ChatCore(build_commands(schedules=ScheduleService()))
+async def core(database: str, upstreams: Upstreams, tmp_path: Path) -> ChatCore:
+    return ChatCore(build_commands(jobs=in_process_jobs(tmp_path / "media"), schedules=ScheduleService()))
 
 
 @pytest.mark.parametrize("is_admin", [None, no, broken], ids=["unknown", "member", "check-failed"])

@@ -8,13 +8,12 @@ import re
 
 import pytest
 
-from bot.core.catalog import build_commands
 from bot.core.context import ChatRef
 from bot.core.progress import ProgressPolicy
 from bot.core.replies import Reply
 from bot.runtime import PlatformStartError
 from bot.telegram.app import TelegramOptions, TelegramService, build_send_only_sender, serve_telegram
-from tests.bot.helpers import png_bytes
+from tests.bot.helpers import catalogue, png_bytes
 from tests.fakes import Fault
 from tests.fakes.telegram_api import BOT_USERNAME, ApiCall, FakeTelegramAPI
 from tests.telegram.conftest import RuntimeFactory, TelegramBot
@@ -55,8 +54,8 @@ async def test_commands_are_registered_from_the_catalogue(tg: TelegramBot) -> No
 
 async def test_help_lists_commands_and_help_command_shows_usage(tg: TelegramBot) -> None:
     listing = texts(await tg.run(CHAT, "/help"))
-    assert len(listing) == 1 and all(f"/{c.name}:" in listing[0] for c in build_commands())
-    video = build_commands().get("video")
+    assert len(listing) == 1 and all(f"/{c.name}:" in listing[0] for c in catalogue())
+    video = catalogue().get("video")
     assert video is not None
     detail = texts(await tg.run(CHAT, "/help video"))
     assert detail == [video.help_text()]
