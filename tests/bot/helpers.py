@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
-import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,8 +40,9 @@ def in_process_jobs(media_dir: Path) -> JobCommands:
 
 def catalogue(memory: UserMemory | None = None, jobs: JobCommands | None = None) -> CommandSet:
     """The commands as every adapter registers them; ``jobs`` (the ``local_jobs`` fixture) for tests
-    that run /video or /thumbnail, which need a database."""
-    return build_commands(memory, jobs=jobs or in_process_jobs(Path(tempfile.gettempdir()) / "reelwright-test-media"))
+    that run /video or /thumbnail. Without it no media file can be saved (its folder lies under
+    /dev/null), so such a test fails instead of leaning on a database another test left configured."""
+    return build_commands(memory, jobs=jobs or in_process_jobs(Path(os.devnull) / "media"))
 
 
 @dataclass

@@ -462,9 +462,9 @@ async def test_help_is_not_labelled_as_sandbox_output(upstreams: Upstreams) -> N
 # -- what the bot remembers ------------------------------------------------------------------------
 
 
-async def test_story_with_a_remembered_character(upstreams: Upstreams) -> None:
+async def test_story_with_a_remembered_character(upstreams: Upstreams, local_jobs: JobCommands) -> None:
     text, media = upstreams
-    core = make_core()
+    core = make_core(local_jobs)
     analysed, _ = await run(core, "character", "Captain", image=uploaded(png_bytes()))
     assert isinstance(analysed.result, CharacterAnalysis)
     description = analysed.result.profile.visual_description
@@ -501,9 +501,9 @@ async def test_character_named_with_name_option(upstreams: Upstreams) -> None:
     assert not story.is_error
 
 
-async def test_video_of_a_story_segment_uses_its_visual_prompt(upstreams: Upstreams) -> None:
+async def test_video_of_a_story_segment_uses_its_visual_prompt(upstreams: Upstreams, local_jobs: JobCommands) -> None:
     _, media = upstreams
-    core = make_core()
+    core = make_core(local_jobs)
     story_reply, _ = await run(core, "story", "a dragon learns to fly segments=3")
     story = story_reply.result
     assert isinstance(story, Story)
@@ -625,10 +625,10 @@ class BrokenProgress(RecordingResponder):
         await super().show_progress(text)
 
 
-async def test_a_failing_progress_line_does_not_lose_the_result(upstreams: Upstreams) -> None:
+async def test_a_failing_progress_line_does_not_lose_the_result(upstreams: Upstreams, local_jobs: JobCommands) -> None:
     _, media = upstreams
     responder = BrokenProgress()
-    reply = await make_core().handle(invocation("video", "a cat surfing"), responder)
+    reply = await make_core(local_jobs).handle(invocation("video", "a cat surfing"), responder)
     assert responder.delivered == [reply]
     assert len(media.video_generation_requests) == 1  # the video was paid for and downloaded
     assert not reply.is_error
