@@ -32,12 +32,20 @@ sys.path.insert(0, str(ROOT))
 
 from bot.core.catalog import build_commands  # noqa: E402
 from bot.core.guards import estimate_cost  # noqa: E402
+from bot.core.jobs import JobCommands  # noqa: E402
 from services.config import ServiceConfig  # noqa: E402
+from services.jobs import JobOutcome, JobService  # noqa: E402
 from services.pricing import PriceTable  # noqa: E402
+from services.queue import JobExecutor, JobQueue  # noqa: E402
+
+
+async def _nowhere(outcome: JobOutcome) -> None:
+    """The bench only reads declarations: no job ever runs."""
 
 
 def story_estimate() -> Decimal:
-    story = build_commands().get("story")
+    executor = JobExecutor(JobService(Path("bench-media")), _nowhere)
+    story = build_commands(jobs=JobCommands(executor.jobs, JobQueue(executor), executor)).get("story")
     assert story is not None
     estimate = estimate_cost(story, {"idea": "a dragon", "segments": 5}, ServiceConfig(), PriceTable())
     assert estimate is not None

@@ -222,6 +222,21 @@ async def database(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterat
 
 
 @pytest.fixture
+async def local_jobs(tmp_path: Any, upstreams: Any) -> AsyncIterator[Any]:
+    """In-process durable jobs on a fresh SQLite store (``tests.bot.helpers.catalogue(jobs=...)``)."""
+    from connectors.database import close_database, configure_database
+    from tests.bot.helpers import in_process_jobs
+
+    configure_database(f"sqlite+aiosqlite:///{tmp_path / 'jobs.sqlite3'}")
+    await reset_schema()
+    jobs = in_process_jobs(tmp_path / "job-media")
+    await jobs.queue.start()
+    yield jobs
+    await jobs.queue.stop()
+    await close_database()
+
+
+@pytest.fixture
 def storyboards_fail(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every storyboard drawing raises, as a Pillow failure would (no wire: our own function)."""
     from bot.core import storyboard

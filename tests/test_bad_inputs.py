@@ -27,7 +27,6 @@ import pytest_asyncio
 from aiohttp import web
 from sqlalchemy import func, select
 
-from bot.core.catalog import build_commands
 from bot.core.commands import OptionKind
 from bot.runtime import Runtime, start_runtime
 from bot.telegram.app import TelegramOptions, TelegramService
@@ -36,7 +35,7 @@ from connectors.settings import load_settings
 from services.config import ServiceConfig, configure_services
 from services.prompts import storable
 from services.store.models import CharacterRecord, JobRecord
-from tests.bot.helpers import bomb_png, png_bytes
+from tests.bot.helpers import bomb_png, catalogue, png_bytes
 from tests.discord.conftest import start_bot, stop_bot
 from tests.fakes import FakeGenAI, FakeOpenRouter, Fault
 from tests.fakes.discord_api import DiscordCall, FakeDiscord
@@ -144,15 +143,14 @@ async def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         media_dir=home / "media",
         video_poll_initial_seconds=0.05,
         video_poll_max_seconds=0.1,
-        # Production guards stay on, except the cost question: with the default $1 it would come
-        # before /video's own validation (see the report), and each case uses its own user anyway.
-        confirm_above_usd=0,
+        # Production guards as shipped, the $1 cost question included: /video and /thumbnail
+        # validate their input before they ask, so a bad request gets its error, never a price.
         admin_users=DISCORD_ADMIN_ID,
     )
     runtime = await start_runtime(settings)
     telegram = TelegramService(runtime, TelegramOptions(progress=EAGER_PROGRESS, poll_timeout=5))
     await telegram.start()
-    stop, task = await start_bot(fake_discord, runtime, progress_after=0.0)
+    stop, task = await start_bot(fake_discord, runtime)
     yield World(runtime, telegram, tg_api, fake_discord, text, media, attacker)
     await stop_bot(stop, task)
     await telegram.stop()
@@ -813,7 +811,7 @@ def paid_text_options() -> list[Any]:
     ``character`` option only names a stored character (the table covers it)."""
     return [
         pytest.param(command.name, option.name, id=f"{command.name}-{option.name}")
-        for command in build_commands()
+        for command in catalogue()
         if command.upstream is not None
         for option in command.options
         if option.kind is OptionKind.TEXT and option.name != "character"
@@ -836,9 +834,13 @@ def upstream_strings(world: World, text_from: int, media_from: int) -> list[str]
     return [text for request in requests for text in strings(request.json)]
 
 
-async def telegram_command(world: World, text: str, image: bytes | None = None) -> tuple[int, list[str]]:
-    """Send a command as a new user in a private chat; (user id, every text the bot showed there)."""
-    api, user = world.tg_api, 50_000 + next(world.ids)
+async def telegram_command(
+    world: World, text: str, image: bytes | None = None, user: int | None = None
+) -> tuple[int, list[str]]:
+    """Send a command as ``user`` (default: a new one) in their private chat; (user id, every text
+    the bot showed there)."""
+    api = world.tg_api
+    user = user if user is not None else 50_000 + next(world.ids)
     if image is None:
         message = api.message(user, text, user_id=user)
     else:
@@ -848,11 +850,12 @@ async def telegram_command(world: World, text: str, image: bytes | None = None) 
 
 
 async def discord_command(
-    world: World, command: str, options: dict[str, Any], image: bytes | None = None
+    world: World, command: str, options: dict[str, Any], image: bytes | None = None, user_id: str | None = None
 ) -> tuple[str, list[str]]:
-    """Run a slash command as a new user until its answer; (user id, every text of that answer)."""
+    """Run a slash command as ``user_id`` (default: a new user) until its answer; (user id, every
+    text of that answer)."""
     fake, number = world.discord, next(world.ids)
-    user_id = str(1_500_000_000_000_000_000 + number)
+    user_id = user_id or str(1_500_000_000_000_000_000 + number)
     user = {**fake.user, "id": user_id, "username": f"user{number}", "global_name": f"User {number}"}
     attachments = {"image": fake.add_attachment("hero.png", image, "image/png")} if image is not None else {}
     d = await fake.slash(command, options, attachments=attachments, user=user)
@@ -863,17 +866,32 @@ async def discord_command(
 
 
 async def run_command(
-    world: World, platform: str, command: str, options: dict[str, str], image: bytes | None = None
+    world: World,
+    platform: str,
+    command: str,
+    options: dict[str, str],
+    image: bytes | None = None,
+    as_user: str | None = None,
 ) -> tuple[str, list[str]]:
-    """``command`` with ``options`` on ``platform``; (the user's key, the texts of the answer)."""
+    """``command`` with ``options`` on ``platform`` as ``as_user`` (a user key; default: a new user);
+    (the user's key, the texts of the answer)."""
+    known = as_user.partition(":")[2] if as_user else None
     if platform == "discord":
-        user_id, texts = await discord_command(world, command, options, image)
+        user_id, texts = await discord_command(world, command, options, image, user_id=known)
         return f"discord:{user_id}", texts
     rest = next((opt.name for opt in world.runtime.core.commands.get(command).options if opt.rest), None)  # type: ignore[union-attr]
     words = [options[rest]] if rest in options else []
     words += [f'{name}="{value}"' for name, value in options.items() if name != rest]
-    user, texts = await telegram_command(world, f"/{command} {' '.join(words)}", image)
+    user, texts = await telegram_command(
+        world, f"/{command} {' '.join(words)}", image, user=int(known) if known else None
+    )
     return f"telegram:{user}", texts
+
+
+def confirmation_code(texts: list[str]) -> str | None:
+    """The code of a cost question among ``texts`` (None when the command did not ask)."""
+    found = (re.search(r"/confirm (\w+)", text) for text in texts)
+    return next((match.group(1) for match in found if match), None)
 
 
 @pytest.mark.parametrize("platform", ["telegram", "discord"])
@@ -887,7 +905,13 @@ async def test_control_characters_in_a_text_option_are_cleaned_before_the_paid_c
     options.update({"video": {"duration": "4"}, "longstory": {"segments": "6"}}.get(command, {}))
     options[option], clean = dirty(platform)
     text_from, media_from = len(world.text.requests), len(world.media.requests)
-    _, texts = await run_command(world, platform, command, options, png_bytes() if command == "character" else None)
+    user_key, texts = await run_command(
+        world, platform, command, options, png_bytes() if command == "character" else None
+    )
+    code = confirmation_code(texts)
+    if code is not None:  # a clip costs over $1: the user goes ahead with the cost question
+        assert len(world.media.requests) == media_from, "a paid call before the cost question was answered"
+        _, texts = await run_command(world, platform, "confirm", {"code": code}, as_user=user_key)
     assert texts and not any(CRASHED.search(text) for text in texts), texts
     sent = upstream_strings(world, text_from, media_from)
     assert sent, "the cleaned input never reached the paid call"

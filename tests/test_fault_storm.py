@@ -15,7 +15,6 @@ from itertools import cycle
 
 import pytest
 
-from bot.core.catalog import build_commands
 from bot.core.dispatcher import ChatCore
 from bot.core.metrics import command_metrics, queue_position
 from connectors import openai_connector, resilience
@@ -27,7 +26,7 @@ from connectors.errors import (
 from connectors.resilience import GuardConfig, guard_for
 from services.config import ServiceConfig, configure_services
 from services.memory import UserMemory
-from tests.bot.helpers import RecordingResponder, invocation
+from tests.bot.helpers import RecordingResponder, catalogue, invocation
 from tests.conftest import TEST_SERVICE_CONFIG, openrouter_config
 from tests.fakes import FakeOpenRouter, Fault
 
@@ -94,7 +93,7 @@ def clear_messages() -> set[str]:
 
 
 async def test_every_command_gets_exactly_one_answer(stormy: StormyOpenRouter) -> None:
-    core = ChatCore(build_commands(UserMemory()), middlewares=[command_metrics, queue_position], progress_interval=0)
+    core = ChatCore(catalogue(UserMemory()), middlewares=[command_metrics, queue_position], progress_interval=0)
     work = [MIX[i % len(MIX)] for i in range(COMMANDS)]
     results: list[tuple[str, RecordingResponder, object]] = []
     pending = list(reversed(work))

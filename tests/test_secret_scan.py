@@ -170,16 +170,16 @@ async def test_no_secret_reaches_any_log_output_or_reply(
 async def test_one_correlation_id_through_every_layer(
     captured_logs: tuple[io.StringIO, io.StringIO], upstreams: tuple[FakeOpenRouter, FakeGenAI]
 ) -> None:
-    from bot.core.catalog import build_commands
     from bot.core.dispatcher import ChatCore
     from connectors.resilience import GuardConfig, configure_guard
     from services.memory import UserMemory
+    from tests.bot.helpers import catalogue
 
     text_stream, json_stream = captured_logs
     fake_openrouter, _ = upstreams
     configure_guard("openrouter", GuardConfig(failure_threshold=1))
     fake_openrouter.inject(Fault.content("not json"), Fault.status(500))
-    core = ChatCore(build_commands(UserMemory()))
+    core = ChatCore(catalogue(UserMemory()))
     await core.handle(invocation("write", "kind=caption ramen"), RecordingResponder())
 
     records = [json.loads(line) for line in json_stream.getvalue().splitlines() if line.startswith("{")]

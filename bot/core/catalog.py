@@ -22,7 +22,6 @@ from bot.core.rendering import (
     story_document,
     story_sets_blocks,
     trend_blocks,
-    video_progress_text,
 )
 from bot.core.replies import Media, Reply
 from bot.core.scheduling import schedule_command
@@ -46,12 +45,11 @@ from services.story import (
 from services.thumbnail import (
     MAX_TITLE_CHARS,
     ThumbnailRequest,
-    generate_thumbnail_image,
     validate_thumbnail_request,
 )
 from services.trends import MAX_IDEAS, generate_trending_ideas
 from services.usage import Usage
-from services.video import VideoProgress, VideoRequest, generate_video_from_payload, validate_video_request
+from services.video import VideoRequest, validate_video_request
 
 LONG_STORY_DOCUMENT_AFTER = 12
 PROMPT_TOKENS_PER_CALL = 600
@@ -104,9 +102,7 @@ def _style_option() -> Option:
 class ReelwrightCommands:
     """Handlers with the per-user memory they share (characters, the last story)."""
 
-    def __init__(
-        self, memory: UserMemory, characters: CharacterBook | None = None, jobs: JobCommands | None = None
-    ) -> None:
+    def __init__(self, memory: UserMemory, jobs: JobCommands, characters: CharacterBook | None = None) -> None:
         self.memory = memory
         self.characters: CharacterBook = characters or InMemoryCharacterBook(memory)
         self.jobs = jobs
@@ -207,22 +203,9 @@ class ReelwrightCommands:
         )
         validate_video_request(request)
         await ctx.before_paid_call()
-        if self.jobs is not None:
-            job_id = await self.jobs.jobs.create_video_job(address_of(ctx), request, ctx.take_reservation())
-            await ctx.progress(f"🎬 Video job {job_id[:8]} created; sending it to the studio…", force=True)
-            return await self.jobs.run(job_id, ctx)
-        await ctx.progress("🎬 Sending your video to the studio…", force=True)
-
-        async def on_progress(progress: VideoProgress) -> None:
-            await ctx.progress(video_progress_text(progress), force=progress.stage != "rendering")
-
-        result = await generate_video_from_payload(request, on_progress=on_progress)
-        caption = f"🎬 {request.duration_seconds} s · {request.aspect_ratio}"
-        return Reply(
-            blocks=[caption],
-            media=[Media("video", result.video, "reelwright.mp4", caption, result.mime_type)],
-            result=None,
-        )
+        job_id = await self.jobs.jobs.create_video_job(address_of(ctx), request, ctx.take_reservation())
+        await ctx.progress(f"🎬 Video job {job_id[:8]} created; sending it to the studio…", force=True)
+        return await self.jobs.run(job_id, ctx)
 
     async def thumbnail(self, ctx: CommandContext) -> Reply:
         title: str | None = ctx.args.get("title")
@@ -238,29 +221,20 @@ class ReelwrightCommands:
         )
         request = validate_thumbnail_request(request)
         await ctx.before_paid_call()
-        if self.jobs is not None:
-            job_id = await self.jobs.jobs.create_thumbnail_job(address_of(ctx), request, ctx.take_reservation())
-            await ctx.progress("🖼️ Drawing your thumbnail…", force=True)
-            return await self.jobs.run(job_id, ctx)
+        job_id = await self.jobs.jobs.create_thumbnail_job(address_of(ctx), request, ctx.take_reservation())
         await ctx.progress("🖼️ Drawing your thumbnail…", force=True)
-        thumbnail = await generate_thumbnail_image(request)
-        extension = "jpg" if "jpeg" in thumbnail.mime_type else "png"
-        caption = f"🖼️ {title}"
-        return Reply(
-            blocks=[caption],
-            media=[Media("image", thumbnail.image, f"thumbnail.{extension}", caption, thumbnail.mime_type)],
-        )
+        return await self.jobs.run(job_id, ctx)
 
 
 def build_commands(
     memory: UserMemory | None = None,
     *,
+    jobs: JobCommands,
     characters: CharacterBook | None = None,
-    jobs: JobCommands | None = None,
     schedules: ScheduleService | None = None,
 ) -> CommandSet:
-    """The catalogue every adapter registers; with ``jobs``, /video and /thumbnail run as durable jobs."""
-    handlers = ReelwrightCommands(memory or UserMemory(), characters, jobs)
+    """The catalogue every adapter registers; /video and /thumbnail run as durable ``jobs``."""
+    handlers = ReelwrightCommands(memory or UserMemory(), jobs, characters)
     commands = CommandSet()
     segments = Option(
         "segments",
@@ -478,8 +452,6 @@ def build_commands(
     )
 
     async def list_jobs(ctx: CommandContext) -> Reply:
-        if jobs is None:
-            raise UserInputError("Jobs are not available in this setup.")
         return await jobs.list_or_act(ctx)
 
     commands.add(

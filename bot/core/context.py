@@ -34,7 +34,10 @@ class UserRef:
 
 @dataclass(frozen=True)
 class ChatRef:
-    """A platform-neutral delivery address (Telegram chat id, Discord channel id, the console)."""
+    """A platform-neutral delivery address (Telegram chat id, Discord channel id, the console).
+
+    ``is_private``: a chat between the user and the bot alone, which that user administers.
+    """
 
     platform: str
     id: str
@@ -126,10 +129,27 @@ class Invocation:
     text: str | None = None
     options: dict[str, Any] | None = None
     image: IncomingImage | None = None
+    #: The platform's answer to "does this user administer this group chat?" (see ``is_chat_admin``).
     is_admin: Callable[[], Awaitable[bool]] | None = None
     guild_id: str | None = None
     roles: tuple[str, ...] = ()
     confirmed: bool = False
+
+
+async def is_chat_admin(invocation: Invocation, operators: frozenset[str]) -> bool:
+    """Who may run admin-only commands (/schedule) and see a chat's spend: the bot's operators
+    (ADMIN_USERS, by id or platform:id) anywhere, the user of a private chat, and in a group
+    whoever the platform's own check (``Invocation.is_admin``) names; a failing check means no."""
+    user = invocation.user
+    if user.id in operators or user.key in operators or invocation.chat.is_private:
+        return True
+    if invocation.is_admin is None:
+        return False
+    try:
+        return await invocation.is_admin()
+    except Exception:
+        log.exception("checking admin rights for %s failed; treating as not admin", user.key)
+        return False
 
 
 ProgressSink = Callable[[str], Awaitable[None]]

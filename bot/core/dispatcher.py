@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from bot.core.commands import CommandSet, parse_text_arguments, validate_arguments
-from bot.core.context import CommandContext, Invocation
+from bot.core.context import CommandContext, Invocation, is_chat_admin
 from bot.core.replies import Reply
 from bot.logging_setup import CORRELATION_ID
 from connectors.errors import ReelwrightError, UserInputError
@@ -106,8 +106,7 @@ class ChatCore:
                 raise UserInputError(f"/{command.name} needs an image.")
         except UserInputError as exc:
             return Reply.error(f"{exc.user_message}\nUsage: {command.usage(invocation.chat.platform)}")
-        operator = invocation.user.id in self.admin_users or invocation.user.key in self.admin_users
-        if command.admin_only and not operator and not await _is_admin(invocation):
+        if command.admin_only and not await is_chat_admin(invocation, self.admin_users):
             return Reply.error(f"Only admins of this chat can use /{command.name}.")
         context = CommandContext(
             command=command,
@@ -144,16 +143,6 @@ class ChatCore:
         for middleware in reversed(self.middlewares):
             call = _bind(middleware, call)
         return await call(context)
-
-
-async def _is_admin(invocation: Invocation) -> bool:
-    if invocation.is_admin is None:
-        return False
-    try:
-        return await invocation.is_admin()
-    except Exception:
-        log.exception("checking admin rights for %s failed; treating as not admin", invocation.user.key)
-        return False
 
 
 def _bind(middleware: Middleware, following: Next) -> Next:

@@ -26,7 +26,7 @@ from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from bot.core.commands import Command, Option, OptionKind
-from bot.core.context import CommandContext
+from bot.core.context import CommandContext, is_chat_admin
 from bot.core.dispatcher import ChatCore, Next
 from bot.core.replies import Reply
 from connectors.errors import QuotaError, UserInputError
@@ -301,13 +301,7 @@ def usage_command(guards: Guards, admin_users: frozenset[str]) -> Command:
             f"this month {_money(mine.this_month)}"
             + (f" of {_money(limits.user_monthly)}" if limits.user_monthly else ""),
         ]
-        invocation = ctx.invocation
-        is_admin = ctx.user.id in admin_users or ctx.user.key in admin_users
-        if not is_admin and invocation is not None and invocation.is_admin is not None:
-            try:
-                is_admin = await invocation.is_admin()
-            except Exception:
-                is_admin = False
+        is_admin = ctx.invocation is not None and await is_chat_admin(ctx.invocation, admin_users)
         blocks = ["\n".join(lines)]
         if is_admin:
             chat = await guards.ledger.spent("chat", ctx.chat_key, now)

@@ -336,7 +336,7 @@ async def draw_storyboard(story: Story) -> bytes:
 
 async def storyboard_or_none(story: Story) -> bytes | None:
     """The sheet, or None (logged) when it cannot be drawn: a storyboard decorates a story, and
-    must never cost the creator the story itself. Both adapters call this, not ``draw_storyboard``."""
+    must never cost the creator the story itself. Adapters reach it through ``bot.core.delivery``."""
     if not story.segments:
         return None
     try:

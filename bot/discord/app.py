@@ -23,10 +23,11 @@ from discord import app_commands
 
 from bot.core.commands import Command
 from bot.core.context import ChatRef, IncomingImage, Invocation, UserRef
+from bot.core.progress import ProgressPolicy
 from bot.discord.buttons import ConfirmButton, StoryButton, reply_view
 from bot.discord.messages import NO_MENTIONS
 from bot.discord.registration import register_commands
-from bot.discord.responder import PROGRESS_AFTER_SECONDS, ChannelSender, InteractionResponder
+from bot.discord.responder import DISCORD_PROGRESS, ChannelSender, InteractionResponder
 from bot.runtime import PlatformStartError, Runtime
 from connectors.errors import ReelwrightError, UserInputError
 from connectors.settings import Settings
@@ -92,17 +93,19 @@ class GuardedCommandTree(app_commands.CommandTree["ReelwrightDiscord"]):
 
     discord.py builds an interaction's options before its error handling starts: a malformed
     value (an attachment option that is not an attachment id) raises a plain exception in its
-    invoker task, and the user never gets an answer. Overriding the tree's private ``_call`` is
-    the only hook before that step; such errors become ``MalformedInteraction`` for on_error.
+    invoker task, and the user never gets an answer. ``interaction_check`` runs first, so it builds
+    the same options (``Interaction.namespace``) and turns such a failure into
+    ``MalformedInteraction``, which the tree hands to on_error.
     """
 
-    async def _call(self, interaction: discord.Interaction[ReelwrightDiscord]) -> None:
+    async def interaction_check(self, interaction: discord.Interaction[ReelwrightDiscord], /) -> bool:
         try:
-            await super()._call(interaction)
+            interaction.namespace  # noqa: B018 (built and cached here, as the command will read it)
         except app_commands.AppCommandError:
             raise
         except Exception as exc:
             raise MalformedInteraction(f"{type(exc).__name__}: {exc}") from exc
+        return True
 
 
 def role_ids(user: discord.User | discord.Member) -> tuple[str, ...]:
@@ -117,27 +120,32 @@ def role_ids(user: discord.User | discord.Member) -> tuple[str, ...]:
     return tuple(str(role_id) for role_id in user._roles)
 
 
-def admin_check(interaction: discord.Interaction) -> Callable[[], Awaitable[bool]]:
-    """Admin-only commands (/schedule): members with Manage Server (or Administrator) in a guild;
-    in the user's own DM with the bot, the user (the owner of that chat, as on Telegram). Anywhere
-    else without a guild (a group DM reached as a user-installed app) nobody is an admin."""
+def admin_check(interaction: discord.Interaction) -> Callable[[], Awaitable[bool]] | None:
+    """Discord's part of the admin rule (``is_chat_admin``): members with Manage Server (or
+    Administrator) in a guild. Outside a guild there is none: the user's own DM with the bot is a
+    private chat, and in a group DM (reached as a user-installed app) nobody is an admin."""
+    if interaction.guild_id is None:
+        return None
+    permissions = interaction.permissions
 
     async def is_admin() -> bool:
-        if interaction.guild_id is None:
-            return interaction.context.dm_channel
-        permissions = interaction.permissions
         return permissions.manage_guild or permissions.administrator
 
     return is_admin
 
 
+def is_bot_dm(interaction: discord.Interaction) -> bool:
+    """The user's own DM with the bot (not a guild channel, not a group DM)."""
+    return interaction.guild_id is None and interaction.context.dm_channel
+
+
 class DiscordBridge:
     """Turns interactions into core invocations, one final answer each."""
 
-    def __init__(self, runtime: Runtime, sender: ChannelSender, progress_after: float) -> None:
+    def __init__(self, runtime: Runtime, sender: ChannelSender, progress: ProgressPolicy) -> None:
         self.runtime = runtime
         self.sender = sender
-        self.progress_after = progress_after
+        self.progress = progress
         self.running: set[asyncio.Task[Any]] = set()
         self.cdn_origins = cdn_origins(runtime.settings)
 
@@ -179,14 +187,14 @@ class DiscordBridge:
         invocation = Invocation(
             command=command,
             user=UserRef(platform=PLATFORM, id=str(user.id), name=user.name),
-            chat=ChatRef(platform=PLATFORM, id=str(interaction.channel_id), is_private=interaction.guild_id is None),
+            chat=ChatRef(platform=PLATFORM, id=str(interaction.channel_id), is_private=is_bot_dm(interaction)),
             options=options,
             image=image,
             is_admin=admin_check(interaction),
             guild_id=str(interaction.guild_id) if interaction.guild_id is not None else None,
             roles=role_ids(user),
         )
-        responder = InteractionResponder(interaction, self.sender, partial(reply_view, command), self.progress_after)
+        responder = InteractionResponder(interaction, self.sender, partial(reply_view, command), self.progress)
         await self.runtime.core.handle(invocation, responder)
 
     async def report_failure(self, interaction: discord.Interaction, error: BaseException) -> None:
@@ -272,7 +280,7 @@ class ReelwrightDiscord(discord.Client):
         self,
         runtime: Runtime,
         *,
-        progress_after: float = PROGRESS_AFTER_SECONDS,
+        progress: ProgressPolicy = DISCORD_PROGRESS,
         guild_ready_timeout: float = GUILD_READY_TIMEOUT,
     ) -> None:
         _quiet_voice_warnings()
@@ -285,7 +293,7 @@ class ReelwrightDiscord(discord.Client):
         self.tree: app_commands.CommandTree[ReelwrightDiscord] = GuardedCommandTree(self)
         self.tree.on_error = self.on_app_command_error  # type: ignore[method-assign]
         self.sender = ChannelSender(self)
-        self.bridge = DiscordBridge(runtime, self.sender, progress_after)
+        self.bridge = DiscordBridge(runtime, self.sender, progress)
         # discord.py has no hook for this: an exception in a gateway event parser (a payload missing
         # a field) escapes Client.connect and ends the bot, so every parser drops what it cannot read.
         parsers = self._connection.parsers
@@ -317,12 +325,12 @@ async def serve_discord(
     runtime: Runtime,
     stop: asyncio.Event,
     *,
-    progress_after: float = PROGRESS_AFTER_SECONDS,
+    progress: ProgressPolicy = DISCORD_PROGRESS,
     guild_ready_timeout: float = GUILD_READY_TIMEOUT,
 ) -> None:
     """Log in, sync, serve until ``stop`` is set, then close cleanly.
 
-    ``progress_after``: seconds a command runs before its progress lines are shown (tests use 0).
+    ``progress``: when progress lines are shown (tests show them at once).
     ``guild_ready_timeout``: discord.py's wait for late GUILD_CREATEs before it is ready (tests use 0).
     """
     settings = runtime.settings
@@ -330,7 +338,7 @@ async def serve_discord(
         raise PlatformStartError("DISCORD_BOT_TOKEN is not set")
     configure_endpoints(settings)
     guild_objects(settings)  # a malformed DISCORD_GUILD_IDS stops the start here, with its name
-    client = ReelwrightDiscord(runtime, progress_after=progress_after, guild_ready_timeout=guild_ready_timeout)
+    client = ReelwrightDiscord(runtime, progress=progress, guild_ready_timeout=guild_ready_timeout)
     try:
         await _login(client, settings)
         runtime.senders[PLATFORM] = client.sender

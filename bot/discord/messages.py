@@ -1,9 +1,10 @@
 """A core ``Reply`` laid out as Discord messages that respect every Discord limit.
 
 Stories become embeds (one field per segment: 25 fields, 1,024 characters per field, 6,000 per
-message, 10 embeds per message); anything that had to be cut travels whole as a ``.json`` (stories)
-or ``.txt`` (long text) attachment. Files are packed under the interaction's upload limit, and a
-file over it is replaced by a clear note instead of a failed upload.
+message, 10 embeds per message), with the storyboard as the first embed's image. What goes besides
+(the whole story or answer as a file when it does not fit, notices for files over the channel's
+upload limit, the footer) is the chat core's ``plan_delivery``; here files are packed into
+messages (10 each, under the upload limit).
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ from dataclasses import dataclass, field
 
 import discord
 
-from bot.core.rendering import story_document
-from bot.core.replies import Media, Reply, split_blocks
-from bot.core.storyboard import storyboard_or_none
+from bot.core.delivery import PlatformLimits, plan_delivery, storyboard_media
+from bot.core.replies import Media, Reply
 from services.story import Story, StorySets
 
 CONTENT_LIMIT = 2000
@@ -112,69 +112,49 @@ def _pack_embeds(embeds: list[discord.Embed]) -> list[list[discord.Embed]]:
     return groups
 
 
-def _size(size_bytes: int) -> str:
-    return f"{size_bytes / (1024 * 1024):.1f} MB"
+def reply_limits(upload_limit: int) -> PlatformLimits:
+    """Discord's limits for the chat core: a long text answer shows its first message and comes
+    whole as a file once it would take more than three."""
+    return PlatformLimits(
+        text_chars=CONTENT_LIMIT,
+        upload_bytes=upload_limit,
+        upload_scope="this channel's",
+        file_after_messages=TEXT_MESSAGES_BEFORE_FILE,
+        messages_beside_file=1,
+    )
 
 
 async def render_reply(
     reply: Reply, *, upload_limit: int = DEFAULT_UPLOAD_LIMIT, view: discord.ui.View | None = None
 ) -> list[DiscordMessage]:
     """Lay ``reply`` out as messages; the first carries ``view`` (the story buttons)."""
-    messages: list[DiscordMessage] = []
-    files: list[OutgoingFile] = []
-    notes: list[str] = []
-    media = list(reply.media)
-    has_document = any(item.kind == "document" for item in media)
     stories: list[tuple[Story, str]] = []
     if isinstance(reply.result, Story):
         stories = [(reply.result, "")]
     elif isinstance(reply.result, StorySets):
         stories = [(story, f"Take {number}: ") for number, story in enumerate(reply.result.sets, start=1)]
-    if stories and not reply.is_error:
-        embeds: list[discord.Embed] = []
-        overflow = False
-        for story, heading in stories:
-            embed, cut = story_embed(story, heading)
-            embeds.append(embed)
-            overflow = overflow or cut
-        board = await storyboard_or_none(reply.result) if isinstance(reply.result, Story) else None
-        if board is not None:
-            files.append(OutgoingFile("storyboard.jpg", board))
-            embeds[0].set_image(url="attachment://storyboard.jpg")
-        if overflow and not has_document:
-            document = (
-                story_document(reply.result)
-                if isinstance(reply.result, Story)
-                else reply.result.model_dump_json(indent=2, exclude={"usage"}).encode()  # type: ignore[union-attr]
-            )
-            media.append(Media("document", document, "story.json", "The whole story", "application/json"))
-            notes.append("The embed shows what fits; the whole story is attached as story.json.")
-        groups = _pack_embeds(embeds)
-        messages = [DiscordMessage(embeds=group) for group in groups]
-    else:
-        chunks = split_blocks(reply.blocks, CONTENT_LIMIT)
-        if len(chunks) > TEXT_MESSAGES_BEFORE_FILE:
-            chunks = chunks[:1]
-            media.append(Media("document", reply.text.encode(), "reply.txt", "The whole answer", "text/plain"))
-            notes.append("The whole answer is attached as reply.txt.")
-        messages = [DiscordMessage(content=chunk) for chunk in chunks] or [DiscordMessage(content="…")]
-    for item in media:
-        if len(item.data) > upload_limit:
-            notes.append(
-                f"⚠️ The {item.kind} ({item.filename}, {_size(len(item.data))}) is over this channel's upload limit "
-                f"of {_size(upload_limit)}, so it cannot be posted here."
-            )
-        else:
-            files.append(OutgoingFile(item.filename, item.data))
-    tail = "\n".join([*notes, reply.footer] if reply.footer else notes)
-    if tail:
-        last = messages[-1]
-        joined = f"{last.content}\n\n{tail}" if last.content else tail
-        if len(joined) <= CONTENT_LIMIT:
-            last.content = joined
-        else:
-            messages.append(DiscordMessage(content=_cut(tail, CONTENT_LIMIT)[0]))
-    _attach_files(messages, files, upload_limit)
+    as_embeds = bool(stories) and not reply.is_error
+    embeds: list[discord.Embed] = []
+    cut = False
+    for story, heading in stories if as_embeds else []:
+        embed, overflow = story_embed(story, heading)
+        embeds.append(embed)
+        cut = cut or overflow
+    plan = plan_delivery(reply, reply_limits(upload_limit), text_layout=not as_embeds, cut=cut)
+    files: list[Media] = []
+    storyboard = await storyboard_media(plan.storyboard) if plan.storyboard is not None and as_embeds else None
+    if storyboard is not None:
+        files.append(storyboard)
+        embeds[0].set_image(url=f"attachment://{storyboard.filename}")
+    files.extend(plan.files)
+    messages = [DiscordMessage(embeds=group) for group in _pack_embeds(embeds)]
+    texts = list(plan.texts)
+    if messages and texts:
+        messages[-1].content = texts.pop(0)
+    messages += [DiscordMessage(content=text) for text in texts]
+    if not messages:
+        messages = [DiscordMessage(content="…")]
+    _attach_files(messages, [OutgoingFile(item.filename, item.data) for item in files], upload_limit)
     messages[0].view = view
     return messages
 

@@ -9,25 +9,25 @@ scheduled posts. Every message pings nobody.
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
 import discord
 
 from bot.core.context import ChatRef
+from bot.core.progress import ProgressPolicy, StatusLine
 from bot.core.replies import Reply
 from bot.discord.buttons import confirm_view
 from bot.discord.messages import DEFAULT_UPLOAD_LIMIT, NO_MENTIONS, DiscordMessage, render_reply
 
 log = logging.getLogger(__name__)
 
-#: Discord shows "… is thinking" from the deferral on; a status line replaced within this many seconds
-#: is not worth a REST call, so progress reaches @original only once a command has run this long.
-PROGRESS_AFTER_SECONDS = 2.5
+#: Discord shows "… is thinking" from the deferral on; a status line replaced within 2.5 s is not
+#: worth a REST call, so progress reaches @original only once a command has run this long. Edits of
+#: @original are not limited beyond discord.py's own rate-limit handling.
+DISCORD_PROGRESS = ProgressPolicy(status_delay=2.5, edit_interval=0.0)
 TOKEN_LIFETIME = datetime.timedelta(minutes=15)
 TOKEN_MARGIN = datetime.timedelta(seconds=60)
 #: Unknown Webhook, Invalid Webhook Token, Unknown interaction: the interaction can no longer answer.
@@ -86,17 +86,13 @@ class InteractionResponder:
         interaction: discord.Interaction,
         sender: ChannelSender,
         views: ViewFactory | None = None,
-        progress_after: float = PROGRESS_AFTER_SECONDS,
+        progress: ProgressPolicy = DISCORD_PROGRESS,
     ) -> None:
         self.interaction = interaction
         self.sender = sender
         self.views = views
         self.expires_at = interaction.created_at + TOKEN_LIFETIME - TOKEN_MARGIN
-        self.progress_at = time.monotonic() + progress_after
-        self._edits = asyncio.Lock()  # keeps a progress edit from landing after the answer
-        self._pending: str | None = None
-        self._flush: asyncio.Task[None] | None = None
-        self._finished = False
+        self.status = StatusLine(progress, self._edit_progress)
         self._token_dead = False
 
     @property
@@ -110,38 +106,20 @@ class InteractionResponder:
         return self._token_dead
 
     async def show_progress(self, text: str) -> None:
+        if not self.token_expired:
+            await self.status.update(text)
+
+    async def _edit_progress(self, text: str) -> None:
         if self.token_expired:
             return
-        self._pending = text
-        wait = self.progress_at - time.monotonic()
-        if wait <= 0:
-            await self._edit_progress()
-        elif self._flush is None:
-            self._flush = asyncio.create_task(self._edit_progress_later(wait))
-
-    async def _edit_progress_later(self, wait: float) -> None:
-        await asyncio.sleep(wait)
         try:
-            await self._edit_progress()
-        except Exception:
-            log.warning("progress update failed", exc_info=True)
-
-    async def _edit_progress(self) -> None:
-        async with self._edits:
-            text, self._pending = self._pending, None
-            if text is None or self._finished or self.token_expired:
-                return
-            try:
-                await self.interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
-            except discord.HTTPException as exc:
-                if not self._is_dead_token(exc):
-                    raise
+            await self.interaction.edit_original_response(content=text, allowed_mentions=NO_MENTIONS)
+        except discord.HTTPException as exc:
+            if not self._is_dead_token(exc):
+                raise
 
     async def deliver(self, reply: Reply) -> None:
-        async with self._edits:
-            self._finished = True
-        if self._flush is not None:
-            self._flush.cancel()
+        await self.status.finish()  # keeps a progress edit from landing after the answer
         view = self.views(reply) if self.views is not None and not reply.is_error else None
         messages = await render_reply(reply, upload_limit=self.interaction.filesize_limit, view=view)
         if self.token_expired or self.interaction.channel_id is None:

@@ -28,12 +28,13 @@ from telegram.ext import (
 from telegram.request import BaseRequest
 
 from bot.core.dispatcher import ChatCore
+from bot.core.progress import ProgressPolicy
 from bot.runtime import PlatformStartError, Runtime
 from bot.telegram.delivery import CONFIRM_PREFIX, ReplyDelivery, TelegramSender, UploadLimits
 from bot.telegram.flood import FloodLimiter
 from bot.telegram.incoming import CLOUD_DOWNLOAD_LIMIT, ParsedCommand, invocation_for, parse_command
 from bot.telegram.request import AiohttpRequest
-from bot.telegram.responder import ProgressPolicy, TelegramResponder
+from bot.telegram.responder import TelegramResponder
 from connectors.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -1,9 +1,11 @@
 """Replies out: a platform-neutral ``Reply`` posted to a Telegram chat.
 
-Text is sent as plain text (no parse mode), so model output full of ``*_[]<>&`` can never fail to
-parse; it is split at Telegram's 4096-character limit between blocks. Media go out with the right
-method and a fallback (photo → document, video → document), and files over the upload limit get a
-clear message instead. One lock per chat keeps the messages of one reply together and in order.
+The chat core's ``plan_delivery`` decides what goes (text within Telegram's 4096 characters, the
+whole answer as a file when it takes several messages, notices for files over the upload limit,
+the storyboard); this module only says how Telegram sends it. Text is plain (no parse mode), so
+model output full of ``*_[]<>&`` can never fail to parse. Media go out with the right method and a
+fallback (photo → document, video → document). One lock per chat keeps the messages of one reply
+together and in order.
 """
 
 from __future__ import annotations
@@ -19,14 +21,12 @@ from telegram.constants import MessageLimit
 from telegram.error import BadRequest
 
 from bot.core.context import ChatRef
-from bot.core.replies import Media, Reply, split_blocks
-from bot.core.storyboard import storyboard_or_none
+from bot.core.delivery import MB, PlatformLimits, plan_delivery, storyboard_media
+from bot.core.replies import Media, Reply
 from bot.runtime import ChatSender
-from services.story import Story
 
 log = logging.getLogger(__name__)
 
-MB = 1024 * 1024
 TEXT_LIMIT = int(MessageLimit.MAX_TEXT_LENGTH)
 CAPTION_LIMIT = int(MessageLimit.CAPTION_LENGTH)
 
@@ -42,6 +42,19 @@ class UploadLimits:
     @classmethod
     def for_server(cls, self_hosted: bool) -> UploadLimits:
         return cls(photo=10 * MB, other=2000 * MB, self_hosted=True) if self_hosted else cls()
+
+    def for_replies(self) -> PlatformLimits:
+        """What the chat core lays a reply out for: every block sent, the whole answer also as a
+        file once it takes more than one message, captions on the files."""
+        hint = "" if self.self_hosted else "A self-hosted Bot API server (TELEGRAM_API_BASE_URL) lifts it to 2,000 MB."
+        return PlatformLimits(
+            text_chars=TEXT_LIMIT,
+            upload_bytes=self.other,
+            upload_scope="Telegram's",
+            file_after_messages=1,
+            captions=True,
+            upload_hint=hint,
+        )
 
 
 #: Callback data of the button under a cost question; pressing it is ``/confirm <token>``.
@@ -63,6 +76,7 @@ class ReplyDelivery:
     def __init__(self, bot: Bot, limits: UploadLimits, *, storyboards: bool = True) -> None:
         self.bot = bot
         self.limits = limits
+        self.reply_limits = limits.for_replies()
         self.storyboards = storyboards
         self._locks: weakref.WeakValueDictionary[int, asyncio.Lock] = weakref.WeakValueDictionary()
 
@@ -78,11 +92,8 @@ class ReplyDelivery:
         self, chat_id: int, reply: Reply, *, status_message_id: int | None = None, reply_to: int | None = None
     ) -> None:
         """Post ``reply``; the first text message replaces the status message when there is one."""
-        captions = {media.caption for media in reply.media if media.caption}
-        blocks = [block for block in reply.blocks if block not in captions]
-        if reply.footer:
-            blocks.append(reply.footer)
-        texts = split_blocks(blocks, TEXT_LIMIT) if blocks else []
+        plan = plan_delivery(reply, self.reply_limits)
+        texts = plan.texts
         async with self.lock_for(chat_id):
             status = status_message_id
             for number, text in enumerate(texts, start=1):
@@ -98,19 +109,12 @@ class ReplyDelivery:
                 reply_to = None
             if status is not None:
                 await self._delete(chat_id, status)
-            if len(texts) > 1 and not reply.is_error and not any(m.kind == "document" for m in reply.media):
-                await self._send_media(
-                    chat_id, Media("document", reply.text.encode(), "reelwright.txt", "The whole answer", "text/plain")
-                )
             # Drawn after the text is out (the creator reads while it draws), off the event loop.
-            storyboard = (
-                await storyboard_or_none(reply.result) if self.storyboards and isinstance(reply.result, Story) else None
-            )
-            if storyboard is not None:
-                await self._send_media(
-                    chat_id, Media("image", storyboard, "storyboard.jpg", "🗂️ Storyboard", "image/jpeg")
-                )
-            for media in reply.media:
+            if self.storyboards and plan.storyboard is not None:
+                storyboard = await storyboard_media(plan.storyboard)
+                if storyboard is not None:
+                    await self._send_media(chat_id, storyboard)
+            for media in plan.files:
                 await self._send_media(chat_id, media)
 
     async def _edit(self, chat_id: int, message_id: int, text: str, markup: InlineKeyboardMarkup | None) -> bool:
@@ -132,9 +136,6 @@ class ReplyDelivery:
     async def _send_media(self, chat_id: int, media: Media) -> None:
         size = len(media.data)
         caption = _caption(media.caption)
-        if size > self.limits.other:
-            await self.bot.send_message(chat_id, self._too_large(media))
-            return
         if media.kind == "image" and size <= self.limits.photo:
             try:
                 await self.bot.send_photo(chat_id, media.data, caption=caption, filename=media.filename)
@@ -150,13 +151,6 @@ class ReplyDelivery:
             except BadRequest as exc:
                 log.info("sendVideo refused %s (%s); sending it as a document", media.filename, exc.message)
         await self.bot.send_document(chat_id, media.data, caption=caption, filename=media.filename)
-
-    def _too_large(self, media: Media) -> str:
-        limit = self.limits.other // MB
-        text = f"⚠️ The {media.kind} is {len(media.data) / MB:.0f} MB, over the {limit} MB a bot may upload to Telegram."
-        if not self.limits.self_hosted:
-            text += " (A self-hosted Bot API server, set as TELEGRAM_API_BASE_URL, lifts this to 2,000 MB.)"
-        return text
 
 
 class TelegramSender(ChatSender):

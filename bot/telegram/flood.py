@@ -15,8 +15,10 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from telegram._utils.types import JSONDict
 from telegram.ext import AIORateLimiter
+
+#: A Bot API answer as PTB hands it on (its own alias lives in a private module).
+JSONDict = dict[str, Any]
 
 #: Share of the configured rate actually used, so network jitter cannot squeeze an extra message
 #: into Telegram's one-second window.

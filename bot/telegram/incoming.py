@@ -79,11 +79,9 @@ def invocation_for(
 
 
 def _admin_check(message: Message, sender: User | None) -> Callable[[], Awaitable[bool]]:
-    """Admin-only commands (/schedule): the owner of a private chat, or a group's administrators."""
+    """Telegram's part of the admin rule (``is_chat_admin``): a group's administrators and owner."""
 
     async def is_admin() -> bool:
-        if message.chat.type == "private":
-            return True
         if sender is None:
             return False
         member = await message.get_bot().get_chat_member(message.chat.id, sender.id)

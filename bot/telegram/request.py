@@ -14,8 +14,6 @@ from urllib.parse import urlencode, urlsplit
 from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
-from telegram._utils.defaultvalue import DefaultValue
-from telegram._utils.types import ODVInput
 from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, RequestData
 
@@ -67,20 +65,18 @@ class AiohttpRequest(BaseRequest):
         url: str,
         method: str,
         request_data: RequestData | None = None,
-        read_timeout: ODVInput[float] = BaseRequest.DEFAULT_NONE,
-        write_timeout: ODVInput[float] = BaseRequest.DEFAULT_NONE,
-        connect_timeout: ODVInput[float] = BaseRequest.DEFAULT_NONE,
-        pool_timeout: ODVInput[float] = BaseRequest.DEFAULT_NONE,
+        read_timeout: object = BaseRequest.DEFAULT_NONE,
+        write_timeout: object = BaseRequest.DEFAULT_NONE,
+        connect_timeout: object = BaseRequest.DEFAULT_NONE,
+        pool_timeout: object = BaseRequest.DEFAULT_NONE,
     ) -> tuple[int, bytes]:
         session = self._session
         if session is None or session.closed:
             raise RuntimeError("This AiohttpRequest is not initialized!")
         files = request_data.multipart_data if request_data is not None and request_data.contains_files else None
-        read = self._read_timeout if isinstance(read_timeout, DefaultValue) else read_timeout
-        connect = self._connect_timeout if isinstance(connect_timeout, DefaultValue) else connect_timeout
-        write = write_timeout
-        if isinstance(write, DefaultValue):
-            write = self._media_write_timeout if files else self._write_timeout
+        read = _seconds(read_timeout, self._read_timeout)
+        connect = _seconds(connect_timeout, self._connect_timeout)
+        write = _seconds(write_timeout, self._media_write_timeout if files else self._write_timeout)
         total = None if read is None or write is None else read + write + (connect or 0.0)
         timeout = aiohttp.ClientTimeout(total=total, sock_connect=connect, sock_read=read)
         body: Any = None
@@ -130,6 +126,16 @@ class AiohttpRequest(BaseRequest):
             proxy = self._proxies.get(parts.scheme)
             self._proxy_by_origin[origin] = None if proxy is None or proxy_bypass(parts.hostname or "") else proxy
         return self._proxy_by_origin[origin]
+
+
+def _seconds(timeout: object, default: float | None) -> float | None:
+    """A timeout as PTB passes it: seconds, None for no limit, or its "use your default" marker
+    (``BaseRequest.DEFAULT_NONE`` and its kind), which stands for ``default``."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, int | float) and not isinstance(timeout, bool):
+        return float(timeout)
+    return default
 
 
 def _form(fields: dict[str, str], files: dict[str, Any]) -> aiohttp.FormData:

@@ -3,19 +3,46 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from PIL import Image
 
+from bot.core.catalog import build_commands
+from bot.core.commands import CommandSet
 from bot.core.context import ChatRef, IncomingImage, Invocation, UserRef, bytes_image
+from bot.core.jobs import JobCommands
 from bot.core.replies import Reply
+from services.jobs import JobOutcome, JobService
+from services.memory import UserMemory
+from services.queue import JobExecutor, JobQueue
 
 USER = UserRef(platform="test", id="42", name="tester")
 CHAT = ChatRef(platform="test", id="42")
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+async def _nowhere(outcome: JobOutcome) -> None:
+    """Interactive commands deliver their own job results; nothing is left to post later."""
+
+
+def in_process_jobs(media_dir: Path) -> JobCommands:
+    """Durable jobs as ``start_runtime`` wires them without Redis: run in this process. Running one
+    needs a database and a started queue (the ``local_jobs`` fixture); declarations need neither."""
+    jobs = JobService(media_dir)
+    executor = JobExecutor(jobs, _nowhere)
+    return JobCommands(jobs, JobQueue(executor), executor)
+
+
+def catalogue(memory: UserMemory | None = None, jobs: JobCommands | None = None) -> CommandSet:
+    """The commands as every adapter registers them; ``jobs`` (the ``local_jobs`` fixture) for tests
+    that run /video or /thumbnail. Without it no media file can be saved (its folder lies under
+    /dev/null), so such a test fails instead of leaning on a database another test left configured."""
+    return build_commands(memory, jobs=jobs or in_process_jobs(Path(os.devnull) / "media"))
 
 
 @dataclass

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from bot.core.catalog import build_commands
 from bot.core.commands import Command, CommandSet, Option, OptionKind, parse_text_arguments, validate_arguments
 from bot.core.context import ChatRef, Invocation, UserRef
 from bot.core.guards import estimate_cost
@@ -30,7 +29,7 @@ from services.pricing import PriceTable
 from services.store.models import UsageRecord
 from services.usage import Usage
 from services.video import VideoRequest
-from tests.bot.helpers import RecordingResponder, png_bytes, uploaded
+from tests.bot.helpers import RecordingResponder, catalogue, png_bytes, uploaded
 from tests.fakes import FakeGenAI, FakeOpenRouter, Fault
 
 RuntimeFactory = Callable[..., Any]
@@ -77,7 +76,7 @@ def command(name: str, text: str, *, user: str = "7", chat: str = "-100", platfo
 
 def story_estimate() -> Decimal:
     """What ``/story a dragon`` (five segments) reserves at the default models and prices."""
-    story = build_commands().get("story")
+    story = catalogue().get("story")
     assert story is not None
     estimate = estimate_cost(story, {"idea": "a dragon", "segments": 5}, ServiceConfig(), PriceTable())
     assert estimate is not None
@@ -206,7 +205,7 @@ async def test_the_sandbox_is_never_billed(tmp_path: Path) -> None:
 
 
 def test_every_paid_command_declares_an_estimate() -> None:
-    commands = build_commands()
+    commands = catalogue()
     paid = [command for command in commands if command.upstream is not None]
     assert {command.name for command in paid} >= {"story", "video", "thumbnail", "character"}
     for declared in paid:

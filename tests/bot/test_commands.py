@@ -6,12 +6,12 @@ import re
 
 import pytest
 
-from bot.core.catalog import build_commands
 from bot.core.commands import Command, CommandSet, OptionKind, parse_text_arguments, validate_arguments
 from bot.core.replies import split_blocks
 from connectors.errors import UserInputError
+from tests.bot.helpers import catalogue
 
-COMMANDS = build_commands()
+COMMANDS = catalogue()
 
 
 def command(name: str) -> Command:

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 
 from bot.console.adapter import CONSOLE_USER, PROMPT, parse_line, run_console
-from bot.core.catalog import build_commands
 from bot.core.dispatcher import SANDBOX_FOOTER, ChatCore
+from bot.core.jobs import JobCommands
 from connectors.errors import UserInputError
 from services.memory import UserMemory
-from tests.bot.helpers import PNG_SIGNATURE, RecordingResponder, png_bytes
+from tests.bot.helpers import PNG_SIGNATURE, RecordingResponder, catalogue, png_bytes
 from tests.fakes import FakeGenAI, FakeOpenRouter
 
 Upstreams = tuple[FakeOpenRouter, FakeGenAI]
@@ -32,7 +32,7 @@ PICTURE = png_bytes(24, 24)
 
 @pytest.fixture
 def core() -> ChatCore:
-    return ChatCore(build_commands(UserMemory()))
+    return ChatCore(catalogue(UserMemory()))
 
 
 @pytest.fixture
@@ -208,7 +208,7 @@ async def test_an_image_option_too_long_for_a_file_name_is_refused(upstreams: Up
 @pytest.mark.parametrize("command", ["character", "video"])
 async def test_help_for_an_image_command_says_how_to_give_the_image_on_the_console(command: str) -> None:
     out = io.StringIO()
-    await run_console(ChatCore(build_commands()), Path("unused"), io.StringIO(f"/help {command}\n"), out)
+    await run_console(ChatCore(catalogue()), Path("unused"), io.StringIO(f"/help {command}\n"), out)
     shown = out.getvalue()
     assert "attach an image" not in shown
     assert "image=<path>" in re.search(r"^Usage: .*$", shown, re.M).group(0)  # type: ignore[union-attr]
@@ -243,7 +243,7 @@ def check_saved_media(printed: str, media_dir: Path) -> None:
     assert sorted(p.suffix for p in media_dir.iterdir()) == [".mp4", ".png"]
 
 
-async def test_a_piped_script(upstreams: Upstreams, tmp_path: Path, picture: Path) -> None:
+async def test_a_piped_script(upstreams: Upstreams, tmp_path: Path, picture: Path, local_jobs: JobCommands) -> None:
     _, media = upstreams
     media_dir = tmp_path / "media"
     script = "\n".join(
@@ -259,7 +259,9 @@ async def test_a_piped_script(upstreams: Upstreams, tmp_path: Path, picture: Pat
         ]
     )
     out = io.StringIO()
-    handled = await run_console(ChatCore(build_commands(UserMemory())), media_dir, io.StringIO(script + "\n"), out)
+    handled = await run_console(
+        ChatCore(catalogue(UserMemory(), local_jobs)), media_dir, io.StringIO(script + "\n"), out
+    )
     assert handled == 5
     printed = out.getvalue()
     assert "2 segments" in printed
@@ -274,7 +276,7 @@ async def test_a_piped_script(upstreams: Upstreams, tmp_path: Path, picture: Pat
 
 async def test_console_ends_at_eof_without_a_trailing_newline(upstreams: Upstreams, tmp_path: Path) -> None:
     out = io.StringIO()
-    handled = await run_console(ChatCore(build_commands()), tmp_path / "media", io.StringIO("/help story"), out)
+    handled = await run_console(ChatCore(catalogue()), tmp_path / "media", io.StringIO("/help story"), out)
     assert handled == 1
     assert "Usage: /story" in out.getvalue()
     assert not (tmp_path / "media").exists()

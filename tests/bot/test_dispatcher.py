@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from bot.core.catalog import build_commands
 from bot.core.commands import Command, CommandSet, Option, OptionKind
 from bot.core.context import CommandContext, Invocation, UserRef
 from bot.core.dispatcher import SANDBOX_FOOTER, ChatCore, Next
+from bot.core.jobs import JobCommands
 from bot.core.rendering import plural, story_sets_blocks
 from bot.core.replies import Reply
 from bot.logging_setup import CorrelationFilter
@@ -21,8 +21,10 @@ from services.usage import Usage
 from tests.bot.helpers import (
     CHAT,
     PNG_SIGNATURE,
+    USER,
     RecordingResponder,
     bomb_png,
+    catalogue,
     invocation,
     png_bytes,
     uploaded,
@@ -32,8 +34,9 @@ from tests.fakes import FakeGenAI, FakeOpenRouter, Fault
 Upstreams = tuple[FakeOpenRouter, FakeGenAI]
 
 
-def make_core(**kwargs: Any) -> ChatCore:
-    return ChatCore(build_commands(UserMemory()), **kwargs)
+def make_core(jobs: JobCommands | None = None, **kwargs: Any) -> ChatCore:
+    """The catalogue's commands; ``jobs`` (the ``local_jobs`` fixture) for tests that run /video or /thumbnail."""
+    return ChatCore(catalogue(UserMemory(), jobs), **kwargs)
 
 
 async def run(core: ChatCore, command: str, text: str | None = "", **kwargs: Any) -> tuple[Reply, RecordingResponder]:
@@ -148,16 +151,16 @@ async def test_character_with_a_real_png(upstreams: Upstreams) -> None:
     assert any(p.get("type") == "image_url" and "data:image/png;base64," in p["image_url"]["url"] for p in parts)
 
 
-async def test_video(upstreams: Upstreams) -> None:
+async def test_video(upstreams: Upstreams, local_jobs: JobCommands) -> None:
     _, media = upstreams
     media.polls_until_done = 3
-    reply, responder = await run(make_core(), "video", "a cat surfing at sunset duration=6 aspect=16:9")
+    reply, responder = await run(make_core(local_jobs), "video", "a cat surfing at sunset duration=6 aspect=16:9")
     assert not reply.is_error
     [video] = reply.media
     assert video.kind == "video"
     assert video.data[4:8] == b"ftyp"
     assert video.mime_type == "video/mp4"
-    assert reply.blocks == ["🎬 6 s · 16:9"]
+    assert reply.blocks == ["🎬 6 s · 16:9 · a cat surfing at sunset"]
     assert len(responder.progress) >= 2
     [request] = media.video_generation_requests
     assert request.json["instances"][0]["prompt"] == "a cat surfing at sunset"
@@ -166,21 +169,21 @@ async def test_video(upstreams: Upstreams) -> None:
     assert len(media.poll_requests) >= 3
 
 
-async def test_thumbnail(upstreams: Upstreams) -> None:
+async def test_thumbnail(upstreams: Upstreams, local_jobs: JobCommands) -> None:
     _, media = upstreams
-    reply, responder = await run(make_core(), "thumbnail", "I survived 24 hours in a library aspect=1:1")
+    reply, responder = await run(make_core(local_jobs), "thumbnail", "I survived 24 hours in a library aspect=1:1")
     assert not reply.is_error
     [image] = reply.media
     assert image.kind == "image"
     assert image.data.startswith(PNG_SIGNATURE)
-    assert image.filename == "thumbnail.png"
+    assert image.filename.endswith(".png")
     assert reply.blocks == ["🖼️ I survived 24 hours in a library"]
     assert responder.progress
     assert len(media.requests) == 1
 
 
-async def test_thumbnail_without_title_uses_the_last_story(upstreams: Upstreams) -> None:
-    core = make_core()
+async def test_thumbnail_without_title_uses_the_last_story(upstreams: Upstreams, local_jobs: JobCommands) -> None:
+    core = make_core(local_jobs)
     story, _ = await run(core, "story", "a dragon learns to fly segments=2")
     assert isinstance(story.result, Story)
     reply, _ = await run(core, "thumbnail")
@@ -313,37 +316,37 @@ async def test_connection_reset(upstreams: Upstreams) -> None:
     assert "not reachable" in reply.text
 
 
-async def test_upstream_server_error_on_video_submit(upstreams: Upstreams) -> None:
+async def test_upstream_server_error_on_video_submit(upstreams: Upstreams, local_jobs: JobCommands) -> None:
     _, media = upstreams
     media.inject(Fault.status(500, "backend exploded"), route="predictLongRunning")
-    reply, _ = await run(make_core(), "video", "a cat surfing")
+    reply, _ = await run(make_core(local_jobs), "video", "a cat surfing")
     assert reply.is_error
     assert "backend exploded" not in reply.text
     assert reply.media == []
 
 
-async def test_video_blocked_by_the_safety_filter(upstreams: Upstreams) -> None:
+async def test_video_blocked_by_the_safety_filter(upstreams: Upstreams, local_jobs: JobCommands) -> None:
     _, media = upstreams
     media.video_outcome = "filtered"
-    reply, _ = await run(make_core(), "video", "a cat surfing")
+    reply, _ = await run(make_core(local_jobs), "video", "a cat surfing")
     assert reply.is_error
     assert "safety filter" in reply.text
     assert reply.media == []
     assert len(media.video_generation_requests) == 1
 
 
-async def test_video_that_is_not_an_mp4_is_not_delivered(upstreams: Upstreams) -> None:
+async def test_video_that_is_not_an_mp4_is_not_delivered(upstreams: Upstreams, local_jobs: JobCommands) -> None:
     _, media = upstreams
     media.video_outcome = "not_mp4"
-    reply, _ = await run(make_core(), "video", "a cat surfing")
+    reply, _ = await run(make_core(local_jobs), "video", "a cat surfing")
     assert reply.is_error
     assert reply.media == []
 
 
-async def test_thumbnail_blocked(upstreams: Upstreams) -> None:
+async def test_thumbnail_blocked(upstreams: Upstreams, local_jobs: JobCommands) -> None:
     _, media = upstreams
     media.inject(Fault.refusal("no"), route="generateContent")
-    reply, _ = await run(make_core(), "thumbnail", "a title")
+    reply, _ = await run(make_core(local_jobs), "thumbnail", "a title")
     assert reply.is_error
     assert reply.media == []
 
@@ -425,23 +428,23 @@ async def test_sandbox_label_on_text_replies_only(upstreams: Upstreams) -> None:
     assert SANDBOX_FOOTER not in unknown.text
 
 
-async def test_no_label_without_sandbox(upstreams: Upstreams) -> None:
-    core = make_core()
+async def test_no_label_without_sandbox(upstreams: Upstreams, local_jobs: JobCommands) -> None:
+    core = make_core(local_jobs)
     for command, text in (("story", "a dragon"), ("video", "a cat"), ("thumbnail", "a title")):
         reply, _ = await run(core, command, text)
         assert not reply.is_error and reply.footer == ""
 
 
-async def test_media_sandbox_labels_video_and_thumbnail(upstreams: Upstreams) -> None:
-    core = make_core(sandbox_upstreams=frozenset({"text", "media"}))
+async def test_media_sandbox_labels_video_and_thumbnail(upstreams: Upstreams, local_jobs: JobCommands) -> None:
+    core = make_core(local_jobs, sandbox_upstreams=frozenset({"text", "media"}))
     for command, text in (("video", "a cat"), ("thumbnail", "a title")):
         reply, _ = await run(core, command, text)
         assert not reply.is_error
         assert reply.footer == SANDBOX_FOOTER
 
 
-async def test_text_sandbox_does_not_label_media_replies(upstreams: Upstreams) -> None:
-    core = make_core(sandbox_upstreams=frozenset({"text"}))
+async def test_text_sandbox_does_not_label_media_replies(upstreams: Upstreams, local_jobs: JobCommands) -> None:
+    core = make_core(local_jobs, sandbox_upstreams=frozenset({"text"}))
     video, _ = await run(core, "video", "a cat surfing")
     assert not video.is_error
     assert video.footer == ""
@@ -449,8 +452,8 @@ async def test_text_sandbox_does_not_label_media_replies(upstreams: Upstreams) -
     assert thumbnail.footer == ""
 
 
-async def test_media_sandbox_alone_labels_video(upstreams: Upstreams) -> None:
-    core = make_core(sandbox_upstreams=frozenset({"media"}))
+async def test_media_sandbox_alone_labels_video(upstreams: Upstreams, local_jobs: JobCommands) -> None:
+    core = make_core(local_jobs, sandbox_upstreams=frozenset({"media"}))
     video, _ = await run(core, "video", "a cat surfing")
     assert video.footer == SANDBOX_FOOTER
     story, _ = await run(core, "story", "a dragon")
@@ -465,9 +468,9 @@ async def test_help_is_not_labelled_as_sandbox_output(upstreams: Upstreams) -> N
 # -- what the bot remembers ------------------------------------------------------------------------
 
 
-async def test_story_with_a_remembered_character(upstreams: Upstreams) -> None:
+async def test_story_with_a_remembered_character(upstreams: Upstreams, local_jobs: JobCommands) -> None:
     text, media = upstreams
-    core = make_core()
+    core = make_core(local_jobs)
     analysed, _ = await run(core, "character", "Captain", image=uploaded(png_bytes()))
     assert isinstance(analysed.result, CharacterAnalysis)
     description = analysed.result.profile.visual_description
@@ -504,9 +507,9 @@ async def test_character_named_with_name_option(upstreams: Upstreams) -> None:
     assert not story.is_error
 
 
-async def test_video_of_a_story_segment_uses_its_visual_prompt(upstreams: Upstreams) -> None:
+async def test_video_of_a_story_segment_uses_its_visual_prompt(upstreams: Upstreams, local_jobs: JobCommands) -> None:
     _, media = upstreams
-    core = make_core()
+    core = make_core(local_jobs)
     story_reply, _ = await run(core, "story", "a dragon learns to fly segments=3")
     story = story_reply.result
     assert isinstance(story, Story)
@@ -616,24 +619,28 @@ async def test_middleware_errors_are_rendered_like_handler_errors(upstreams: Ups
 # -- progress --------------------------------------------------------------------------------------
 
 
-async def test_progress_is_throttled_but_forced_lines_always_show(upstreams: Upstreams) -> None:
+async def test_progress_is_throttled_but_forced_lines_always_show(
+    upstreams: Upstreams, local_jobs: JobCommands
+) -> None:
     _, media = upstreams
     media.polls_until_done = 4
-    core = make_core(progress_interval=3600.0)
+    core = make_core(local_jobs, progress_interval=3600.0)
     _, responder = await run(core, "video", "a cat surfing")
+    [job] = await local_jobs.jobs.list_jobs(USER.key)
+    job_id = job.id[:8]
     # "rendering" lines are throttled away; the stage changes are forced through.
     assert responder.progress == [
-        "🎬 Sending your video to the studio…",
+        f"🎬 Video job {job_id} created; sending it to the studio…",
         "🎬 The video is queued at the studio…",
         "📥 Fetching the finished video…",
         "✅ Video ready",
     ]
 
 
-async def test_rendering_progress_shows_when_not_throttled(upstreams: Upstreams) -> None:
+async def test_rendering_progress_shows_when_not_throttled(upstreams: Upstreams, local_jobs: JobCommands) -> None:
     _, media = upstreams
     media.polls_until_done = 3
-    _, responder = await run(make_core(progress_interval=0.0), "video", "a cat surfing")
+    _, responder = await run(make_core(local_jobs, progress_interval=0.0), "video", "a cat surfing")
     assert any(line.startswith("🎞️ Rendering") for line in responder.progress)
 
 
@@ -646,10 +653,10 @@ class BrokenProgress(RecordingResponder):
         await super().show_progress(text)
 
 
-async def test_a_failing_progress_line_does_not_lose_the_result(upstreams: Upstreams) -> None:
+async def test_a_failing_progress_line_does_not_lose_the_result(upstreams: Upstreams, local_jobs: JobCommands) -> None:
     _, media = upstreams
     responder = BrokenProgress()
-    reply = await make_core().handle(invocation("video", "a cat surfing"), responder)
+    reply = await make_core(local_jobs).handle(invocation("video", "a cat surfing"), responder)
     assert responder.delivered == [reply]
     assert len(media.video_generation_requests) == 1  # the video was paid for and downloaded
     assert not reply.is_error

@@ -4,12 +4,11 @@ through the real openai SDK)."""
 
 from __future__ import annotations
 
-from bot.core.catalog import build_commands
 from bot.core.dispatcher import ChatCore
 from bot.core.replies import Reply
 from services.memory import UserMemory
 from services.story import Story
-from tests.bot.helpers import RecordingResponder, invocation
+from tests.bot.helpers import RecordingResponder, catalogue, invocation
 from tests.fakes import FakeGenAI, FakeOpenRouter, Fault
 
 Upstreams = tuple[FakeOpenRouter, FakeGenAI]
@@ -17,7 +16,7 @@ Upstreams = tuple[FakeOpenRouter, FakeGenAI]
 
 async def run(command: str, text: str) -> Reply:
     responder = RecordingResponder()
-    reply = await ChatCore(build_commands(UserMemory())).handle(invocation(command, text), responder)
+    reply = await ChatCore(catalogue(UserMemory())).handle(invocation(command, text), responder)
     assert responder.delivered == [reply]
     return reply
 

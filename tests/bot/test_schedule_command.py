@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from bot.core.catalog import build_commands
+from bot.core.context import ChatRef
 from bot.core.dispatcher import ChatCore
 from services.schedules import ScheduleService
-from tests.bot.helpers import RecordingResponder, invocation
+from tests.bot.helpers import RecordingResponder, in_process_jobs, invocation
 from tests.fakes import FakeGenAI, FakeOpenRouter
 
 Upstreams = tuple[FakeOpenRouter, FakeGenAI]
+GROUP = ChatRef(platform="test", id="-42", is_private=False)
 
 
 async def yes() -> bool:
@@ -28,13 +31,13 @@ async def broken() -> bool:
 
 
 @pytest.fixture
-async def core(database: str, upstreams: Upstreams) -> ChatCore:
-    return ChatCore(build_commands(schedules=ScheduleService()))
+async def core(database: str, upstreams: Upstreams, tmp_path: Path) -> ChatCore:
+    return ChatCore(build_commands(jobs=in_process_jobs(tmp_path / "media"), schedules=ScheduleService()))
 
 
 @pytest.mark.parametrize("is_admin", [None, no, broken], ids=["unknown", "member", "check-failed"])
 async def test_only_admins_may_schedule(core: ChatCore, is_admin: object) -> None:
-    request = replace(invocation("schedule", "add cooking 09:30 Europe/Berlin"), is_admin=is_admin)
+    request = replace(invocation("schedule", "add cooking 09:30 Europe/Berlin"), chat=GROUP, is_admin=is_admin)
     reply = await core.handle(request, RecordingResponder())
     assert reply.is_error and "Only admins" in reply.text
 

@@ -7,13 +7,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.core.catalog import build_commands
 from bot.core.context import CommandContext, IncomingImage
 from bot.core.dispatcher import ChatCore, Next
 from bot.core.replies import Reply
 from connectors.errors import UserInputError
 from services.memory import UserMemory
-from tests.bot.helpers import RecordingResponder, invocation, png_bytes, uploaded
+from tests.bot.helpers import RecordingResponder, catalogue, invocation, png_bytes, uploaded
 from tests.fakes import FakeGenAI, FakeOpenRouter
 
 MB = 1024 * 1024
@@ -70,7 +69,7 @@ async def test_a_declared_size_over_the_cap_is_refused_before_any_middleware_or_
         reached.append(ctx.command.name)
         return await following(ctx)
 
-    core = ChatCore(build_commands(UserMemory()), middlewares=[record])
+    core = ChatCore(catalogue(UserMemory()), middlewares=[record])
     upload = EndlessUpload()
     image = IncomingImage(filename="big.png", stream=upload.stream, size=10 * MB + 1)
     responder = RecordingResponder()

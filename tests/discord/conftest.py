@@ -1,23 +1,27 @@
-"""A running Reelwright Discord bot (the real discord.py client) against the loopback fake Discord."""
+"""A running Reelwright Discord bot (the real discord.py client) against the loopback fake Discord, on
+the runtime ``reelwright run`` builds (``start_runtime``: guards, usage ledger, durable jobs, budgets)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import discord
 import pytest
 
-from bot.core.catalog import build_commands
-from bot.core.dispatcher import ChatCore
+from bot.core.progress import ProgressPolicy
 from bot.discord.app import serve_discord
-from bot.runtime import Runtime
-from connectors.settings import load_settings
-from services.memory import UserMemory
+from bot.runtime import Runtime, start_runtime
+from connectors.settings import Settings, load_settings
+from services.config import ServiceConfig, configure_services
 from tests.fakes import FakeGenAI, FakeOpenRouter
 from tests.fakes.discord_api import FakeDiscord
+
+#: Tests see every progress edit: no delay before the first, no throttle between them.
+EAGER_PROGRESS = ProgressPolicy(status_delay=0.0, edit_interval=0.0)
 
 
 @dataclass
@@ -43,19 +47,54 @@ class DiscordBot:
         )
 
 
-def make_runtime(fake: FakeDiscord, **settings: Any) -> Runtime:
+def production_settings(
+    fake: FakeDiscord, home: Path, text: FakeOpenRouter, media: FakeGenAI, **overrides: Any
+) -> Settings:
+    """``reelwright run``'s settings pointing at the fakes. Tests send many commands from one user
+    and are not about money: no cost question and a high rate limit (the guard tests set them)."""
     values: dict[str, Any] = {
         "_env_file": None,
         "discord_bot_token": fake.token,
         "discord_api_base_url": fake.api_base,
         "discord_gateway_url": fake.gateway_url,
+        "openrouter_api_key": "test-openrouter-key",
+        "openrouter_base_url": text.base_url,
+        "text_max_retries": 0,
+        "google_api_key": "test-google-key",
+        "genai_base_url": media.base_url,
+        "media_max_retries": 1,
+        "database_url": f"sqlite+aiosqlite:///{home / 'discord.sqlite3'}",
+        "media_dir": home / "media",
+        "video_poll_initial_seconds": 0.01,
+        "video_poll_max_seconds": 0.05,
+        "confirm_above_usd": 0,
+        "rate_limit": "10000/minute",
     }
-    values.update(settings)
-    return Runtime(
-        settings=load_settings(**values),
-        core=ChatCore(build_commands(UserMemory())),
-        sandbox_upstreams=frozenset(),
-    )
+    values.update(overrides)
+    return load_settings(**values)
+
+
+#: ``await make_runtime(**settings)``: a production runtime on the fakes, closed after the test.
+RuntimeFactory = Callable[..., Awaitable[Runtime]]
+
+
+@pytest.fixture
+async def make_runtime(
+    tmp_path: Path, fake_discord: FakeDiscord, fake_openrouter: FakeOpenRouter, fake_genai: FakeGenAI
+) -> AsyncIterator[RuntimeFactory]:
+    started: list[Runtime] = []
+
+    async def make(**settings: Any) -> Runtime:
+        runtime = await start_runtime(
+            production_settings(fake_discord, tmp_path, fake_openrouter, fake_genai, **settings)
+        )
+        started.append(runtime)
+        return runtime
+
+    yield make
+    for runtime in reversed(started):
+        await runtime.close()
+    configure_services(ServiceConfig())
 
 
 @pytest.fixture
@@ -77,14 +116,14 @@ async def fake_discord(restore_discord_endpoints: None) -> AsyncIterator[FakeDis
 
 
 async def start_bot(
-    fake: FakeDiscord, runtime: Runtime, progress_after: float = 0.0, **options: Any
+    fake: FakeDiscord, runtime: Runtime, progress: ProgressPolicy = EAGER_PROGRESS, **options: Any
 ) -> tuple[asyncio.Event, asyncio.Task[None]]:
-    """Serve ``runtime`` on ``fake``; progress lines show at once unless ``progress_after`` says otherwise.
+    """Serve ``runtime`` on ``fake``; progress lines show at once unless ``progress`` says otherwise.
 
     ``options`` go to ``serve_discord`` (``guild_ready_timeout``)."""
     stop = asyncio.Event()
     fake.identified.clear()
-    task = asyncio.create_task(serve_discord(runtime, stop, progress_after=progress_after, **options))
+    task = asyncio.create_task(serve_discord(runtime, stop, progress=progress, **options))
     identified = asyncio.create_task(fake.identified.wait())
     done, _ = await asyncio.wait({task, identified}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
     if task in done:
@@ -100,8 +139,10 @@ async def stop_bot(stop: asyncio.Event, task: asyncio.Task[None]) -> None:
 
 
 @pytest.fixture
-async def bot(fake_discord: FakeDiscord, upstreams: tuple[FakeOpenRouter, FakeGenAI]) -> AsyncIterator[DiscordBot]:
-    runtime = make_runtime(fake_discord)
+async def bot(
+    fake_discord: FakeDiscord, make_runtime: RuntimeFactory, fake_openrouter: FakeOpenRouter, fake_genai: FakeGenAI
+) -> AsyncIterator[DiscordBot]:
+    runtime = await make_runtime()
     stop, task = await start_bot(fake_discord, runtime)
-    yield DiscordBot(fake_discord, runtime, stop, task, *upstreams)
+    yield DiscordBot(fake_discord, runtime, stop, task, fake_openrouter, fake_genai)
     await stop_bot(stop, task)

@@ -12,15 +12,17 @@ from bot.core.replies import Media, Reply
 from bot.discord.app import build_send_only_sender
 from bot.discord.responder import ChannelSender
 from bot.runtime import PlatformStartError, register_send_only_senders
-from tests.discord.conftest import make_runtime, start_bot, stop_bot
+from tests.discord.conftest import RuntimeFactory, start_bot, stop_bot
 from tests.fakes import FakeGenAI, FakeOpenRouter
 from tests.fakes.discord_api import FakeDiscord
 
 CLIP = b"\x00\x00\x00\x18ftypmp42" + b"\x01" * 2048
 
 
-async def test_the_send_only_sender_posts_over_rest_with_no_gateway(fake_discord: FakeDiscord) -> None:
-    runtime = make_runtime(fake_discord)
+async def test_the_send_only_sender_posts_over_rest_with_no_gateway(
+    fake_discord: FakeDiscord, make_runtime: RuntimeFactory
+) -> None:
+    runtime = await make_runtime()
     try:
         await register_send_only_senders(runtime)
         sender = runtime.senders["discord"]
@@ -47,8 +49,10 @@ async def test_the_send_only_sender_posts_over_rest_with_no_gateway(fake_discord
     assert sender.client.is_closed()
 
 
-async def test_the_send_only_sender_puts_go_ahead_under_a_cost_question(fake_discord: FakeDiscord) -> None:
-    runtime = make_runtime(fake_discord)
+async def test_the_send_only_sender_puts_go_ahead_under_a_cost_question(
+    fake_discord: FakeDiscord, make_runtime: RuntimeFactory
+) -> None:
+    runtime = await make_runtime()
     sender = await build_send_only_sender(runtime)
     try:
         await sender.send(
@@ -62,17 +66,19 @@ async def test_the_send_only_sender_puts_go_ahead_under_a_cost_question(fake_dis
         await runtime.close()
 
 
-async def test_a_refused_token_is_a_clear_error_for_the_send_only_sender(fake_discord: FakeDiscord) -> None:
-    runtime = make_runtime(fake_discord, discord_bot_token="not-the-token")
+async def test_a_refused_token_is_a_clear_error_for_the_send_only_sender(
+    fake_discord: FakeDiscord, make_runtime: RuntimeFactory
+) -> None:
+    runtime = await make_runtime(discord_bot_token="not-the-token")
     with pytest.raises(PlatformStartError, match="refused DISCORD_BOT_TOKEN"):
         await build_send_only_sender(runtime)
     await runtime.close()
 
 
 async def test_the_gateway_sender_is_ready_once_connected_and_not_after_stop(
-    fake_discord: FakeDiscord, upstreams: tuple[FakeOpenRouter, FakeGenAI]
+    fake_discord: FakeDiscord, upstreams: tuple[FakeOpenRouter, FakeGenAI], make_runtime: RuntimeFactory
 ) -> None:
-    runtime = make_runtime(fake_discord)
+    runtime = await make_runtime()
     stop, task = await start_bot(fake_discord, runtime, guild_ready_timeout=0)
     sender = runtime.senders["discord"]
     try:

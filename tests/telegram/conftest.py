@@ -1,20 +1,20 @@
-"""The real PTB application against the loopback fake Bot API, with the AI fakes behind the core."""
+"""The real PTB application against the loopback fake Bot API, on the runtime ``reelwright run``
+builds (``start_runtime``: guards, usage ledger, durable jobs, budgets), with the AI fakes behind it."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bot.core.catalog import build_commands
-from bot.core.dispatcher import ChatCore
-from bot.runtime import Runtime
+from bot.core.progress import ProgressPolicy
+from bot.runtime import Runtime, start_runtime
 from bot.telegram.app import TelegramOptions, TelegramService
-from bot.telegram.responder import ProgressPolicy
 from connectors.settings import Settings, load_settings
-from services.memory import UserMemory
+from services.config import ServiceConfig, configure_services
 from tests.fakes import FakeGenAI, FakeOpenRouter
 from tests.fakes.telegram_api import ApiCall, FakeTelegramAPI
 
@@ -70,8 +70,50 @@ class TelegramBot:
         return self.api.sent_to(chat_id)[before:]
 
 
-def make_runtime(settings: Settings) -> Runtime:
-    return Runtime(settings=settings, core=ChatCore(build_commands(UserMemory())), sandbox_upstreams=frozenset())
+def production_settings(
+    api: FakeTelegramAPI, home: Path, text: FakeOpenRouter, media: FakeGenAI, **overrides: Any
+) -> Settings:
+    """``reelwright run``'s settings pointing at the fakes. Tests send many commands from one user
+    and are not about money: no cost question and a high rate limit (the guard tests set them)."""
+    values: dict[str, Any] = {
+        "openrouter_api_key": "test-openrouter-key",
+        "openrouter_base_url": text.base_url,
+        "text_max_retries": 0,
+        "google_api_key": "test-google-key",
+        "genai_base_url": media.base_url,
+        "media_max_retries": 1,
+        "database_url": f"sqlite+aiosqlite:///{home / 'telegram.sqlite3'}",
+        "media_dir": home / "media",
+        "video_poll_initial_seconds": 0.01,
+        "video_poll_max_seconds": 0.05,
+        "confirm_above_usd": 0,
+        "rate_limit": "10000/minute",
+    }
+    values.update(overrides)
+    return telegram_settings(api, **values)
+
+
+#: ``await make_runtime(**settings)``: a production runtime on the fakes, closed after the test.
+RuntimeFactory = Callable[..., Awaitable[Runtime]]
+
+
+@pytest.fixture
+async def make_runtime(
+    tmp_path: Path, telegram_api: FakeTelegramAPI, fake_openrouter: FakeOpenRouter, fake_genai: FakeGenAI
+) -> AsyncIterator[RuntimeFactory]:
+    started: list[Runtime] = []
+
+    async def make(**settings: Any) -> Runtime:
+        runtime = await start_runtime(
+            production_settings(telegram_api, tmp_path, fake_openrouter, fake_genai, **settings)
+        )
+        started.append(runtime)
+        return runtime
+
+    yield make
+    for runtime in reversed(started):
+        await runtime.close()
+    configure_services(ServiceConfig())
 
 
 @pytest.fixture
@@ -87,17 +129,20 @@ StartBot = Callable[..., Any]
 
 @pytest.fixture
 async def start_bot(
-    telegram_api: FakeTelegramAPI, upstreams: tuple[FakeOpenRouter, FakeGenAI]
+    telegram_api: FakeTelegramAPI,
+    make_runtime: RuntimeFactory,
+    fake_openrouter: FakeOpenRouter,
+    fake_genai: FakeGenAI,
 ) -> AsyncIterator[StartBot]:
     """Start the Telegram service (settings and options overridable); stopped after the test."""
     started: list[TelegramService] = []
 
     async def start(options: TelegramOptions | None = None, **settings: Any) -> TelegramBot:
-        runtime = make_runtime(telegram_settings(telegram_api, **settings))
+        runtime = await make_runtime(**settings)
         service = TelegramService(runtime, options or TelegramOptions(progress=EAGER_PROGRESS, poll_timeout=5))
         await service.start()
         started.append(service)
-        return TelegramBot(service, telegram_api, runtime, *upstreams)
+        return TelegramBot(service, telegram_api, runtime, fake_openrouter, fake_genai)
 
     yield start
     for service in started:

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 
 import pytest
 
-from bot.core.catalog import build_commands
 from bot.core.context import ChatRef
+from bot.core.progress import ProgressPolicy
 from bot.core.replies import Reply
 from bot.runtime import PlatformStartError
 from bot.telegram.app import TelegramOptions, TelegramService, build_send_only_sender, serve_telegram
-from bot.telegram.responder import ProgressPolicy
-from tests.bot.helpers import png_bytes
+from tests.bot.helpers import catalogue, png_bytes
 from tests.fakes import Fault
 from tests.fakes.telegram_api import BOT_USERNAME, ApiCall, FakeTelegramAPI
-from tests.telegram.conftest import TelegramBot, make_runtime, telegram_settings
+from tests.telegram.conftest import RuntimeFactory, TelegramBot
 
 CHAT = 100
 
@@ -45,16 +45,17 @@ def assert_one_answer(calls: list[ApiCall], progress: str) -> None:
 
 
 async def test_commands_are_registered_from_the_catalogue(tg: TelegramBot) -> None:
-    expected = [{"command": c.name, "description": c.summary} for c in build_commands()]
+    expected = [{"command": c.name, "description": c.summary} for c in tg.runtime.core.commands]
     assert tg.api.commands == expected
+    assert {"usage", "confirm"} <= {c["command"] for c in expected}  # the production catalogue
     assert [c.method for c in tg.api.calls[:3]] == ["getMe", "setMyCommands", "deleteWebhook"]
     assert tg.runtime.senders["telegram"] is not None
 
 
 async def test_help_lists_commands_and_help_command_shows_usage(tg: TelegramBot) -> None:
     listing = texts(await tg.run(CHAT, "/help"))
-    assert len(listing) == 1 and all(f"/{c.name}:" in listing[0] for c in build_commands())
-    video = build_commands().get("video")
+    assert len(listing) == 1 and all(f"/{c.name}:" in listing[0] for c in catalogue())
+    video = catalogue().get("video")
     assert video is not None
     detail = texts(await tg.run(CHAT, "/help video"))
     assert detail == [video.help_text()]
@@ -112,10 +113,10 @@ async def test_text_commands(tg: TelegramBot, text: str, progress: str, expect: 
 async def test_video_from_a_prompt_with_progress_edits(tg: TelegramBot) -> None:
     calls = await tg.run(CHAT, "/video a cat surfing duration=8 aspect=9:16")
     videos = [c for c in calls if c.method == "sendVideo"]
-    assert len(videos) == 1 and videos[0].params["caption"] == "🎬 8 s · 9:16"
+    assert len(videos) == 1 and videos[0].params["caption"] == "🎬 8 s · 9:16 · a cat surfing"
     assert videos[0].files["video"].data
     shown = texts(calls)
-    assert shown[0] == "🎬 Sending your video to the studio…"
+    assert re.fullmatch(r"🎬 Video job [0-9a-f]{8} created; sending it to the studio…", shown[0])
     assert "🎬 The video is queued at the studio…" in shown
     # The caption says it all: the status message is removed rather than repeating it.
     assert [c.method for c in calls][-2:] == ["deleteMessage", "sendVideo"]
@@ -198,8 +199,10 @@ async def test_fast_work_shows_no_status_message(start_bot: object) -> None:
     assert calls[0].params["text"].startswith("✍️ Caption")
 
 
-async def test_serve_telegram_runs_until_stop_and_closes(telegram_api: FakeTelegramAPI, upstreams: object) -> None:
-    runtime = make_runtime(telegram_settings(telegram_api))
+async def test_serve_telegram_runs_until_stop_and_closes(
+    telegram_api: FakeTelegramAPI, make_runtime: RuntimeFactory
+) -> None:
+    runtime = await make_runtime()
     stop = asyncio.Event()
     task = asyncio.create_task(serve_telegram(runtime, stop, TelegramOptions(poll_timeout=5)))
     await telegram_api.wait_for(lambda calls: any(c.method == "setMyCommands" for c in calls))
@@ -213,16 +216,16 @@ async def test_serve_telegram_runs_until_stop_and_closes(telegram_api: FakeTeleg
     assert telegram_api.confirmed_offset > telegram_api.last_update_id
 
 
-async def test_a_refused_token_is_a_clear_start_error(telegram_api: FakeTelegramAPI) -> None:
-    settings = telegram_settings(telegram_api, telegram_bot_token="999:wrong-token-value")
+async def test_a_refused_token_is_a_clear_start_error(make_runtime: RuntimeFactory) -> None:
+    runtime = await make_runtime(telegram_bot_token="999:wrong-token-value")
     with pytest.raises(PlatformStartError, match="TELEGRAM_BOT_TOKEN"):
-        await TelegramService(make_runtime(settings)).start()
+        await TelegramService(runtime).start()
 
 
-async def test_an_unreachable_api_is_a_clear_start_error(telegram_api: FakeTelegramAPI) -> None:
-    settings = telegram_settings(telegram_api, telegram_api_base_url="http://127.0.0.1:9/bot")
+async def test_an_unreachable_api_is_a_clear_start_error(make_runtime: RuntimeFactory) -> None:
+    runtime = await make_runtime(telegram_api_base_url="http://127.0.0.1:9/bot")
     with pytest.raises(PlatformStartError, match="cannot reach"):
-        await TelegramService(make_runtime(settings)).start()
+        await TelegramService(runtime).start()
 
 
 async def test_ptb_own_httpx_transport_works_too(start_bot: object) -> None:
@@ -244,8 +247,10 @@ async def test_admin_only_commands_ask_telegram_who_is_admin(tg: TelegramBot) ->
     assert [c.params["user_id"] for c in tg.api.calls_of("getChatMember")] == [str(member), str(admin)]
 
 
-async def test_a_send_only_sender_for_worker_processes(telegram_api: FakeTelegramAPI) -> None:
-    runtime = make_runtime(telegram_settings(telegram_api))
+async def test_a_send_only_sender_for_worker_processes(
+    telegram_api: FakeTelegramAPI, make_runtime: RuntimeFactory
+) -> None:
+    runtime = await make_runtime()
     sender = await build_send_only_sender(runtime)
     assert sender.is_ready()
     await sender.send(ChatRef("telegram", "4242"), Reply(blocks=["🎬 Your video is ready"]))

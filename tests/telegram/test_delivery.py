@@ -44,7 +44,13 @@ async def test_a_video_over_the_upload_limit_gets_a_clear_message(tg: TelegramBo
     await send(tg, Reply(blocks=["🎬 8 s · 9:16"], media=[Media("video", huge, "v.mp4", "🎬 8 s · 9:16", "video/mp4")]))
     posted = tg.api.sent_to(500)
     assert [c.method for c in posted] == ["sendMessage"]
-    assert posted[0].params["text"].startswith("⚠️ The video is 50 MB, over the 50 MB a bot may upload to Telegram.")
+    assert (
+        posted[0]
+        .params["text"]
+        .startswith(
+            "⚠️ The video (v.mp4, 50.0 MB) is over Telegram's upload limit of 50.0 MB, so it cannot be posted here."
+        )
+    )
     assert "self-hosted Bot API server" in posted[0].params["text"]
 
 

@@ -12,7 +12,7 @@ from bot.runtime import PlatformStartError
 from bot.telegram.app import TelegramService
 from connectors.settings import SettingsError, load_settings
 from tests.fakes.telegram_api import FakeTelegramAPI
-from tests.telegram.conftest import TelegramBot, make_runtime, telegram_settings
+from tests.telegram.conftest import RuntimeFactory, TelegramBot
 
 SECRET = "webhook-secret-0123456789"
 CHAT = 900
@@ -69,10 +69,12 @@ async def test_a_missing_or_wrong_secret_is_refused(webhook_bot: tuple[TelegramB
     assert tg.api.sent_to(CHAT) == [] and not tg.text.chat_requests
 
 
-async def test_a_webhook_without_a_secret_does_not_start(telegram_api: FakeTelegramAPI) -> None:
-    settings = telegram_settings(telegram_api, telegram_webhook_url="https://bot.example.com/hook")
+async def test_a_webhook_without_a_secret_does_not_start(
+    telegram_api: FakeTelegramAPI, make_runtime: RuntimeFactory
+) -> None:
+    runtime = await make_runtime(telegram_webhook_url="https://bot.example.com/hook")
     with pytest.raises(PlatformStartError, match="TELEGRAM_WEBHOOK_SECRET"):
-        await TelegramService(make_runtime(settings)).start()
+        await TelegramService(runtime).start()
     assert telegram_api.calls == []
 
 
@@ -102,8 +104,7 @@ def test_a_plain_http_webhook_url_for_telegrams_servers_is_refused_at_start() ->
     with pytest.raises(SettingsError) as caught:
         load_settings(_env_file=None, telegram_webhook_url="http://bot.example.com/hook")
     assert str(caught.value) == (
-        "Invalid setting TELEGRAM_WEBHOOK_URL: "
-        "must be an https:// URL (Telegram only calls webhooks over HTTPS)"
+        "Invalid setting TELEGRAM_WEBHOOK_URL: must be an https:// URL (Telegram only calls webhooks over HTTPS)"
     )
 
 
