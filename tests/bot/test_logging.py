@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.core.catalog import build_commands
 from bot.core.dispatcher import ChatCore
 from bot.logging_setup import TEXT_FORMAT, CorrelationFilter, RedactingFilter, configure_logging, log_to_file
-from tests.bot.helpers import RecordingResponder, invocation
+from tests.bot.helpers import RecordingResponder, catalogue, invocation
 
 SECRET = "sk-or-v1-abcdef0123456789"
 GOOGLE_SECRET = "AIzaSyD-googleSecret_42"
@@ -189,7 +188,7 @@ async def test_a_command_log_line_shows_its_correlation_id_once() -> None:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     try:
-        await ChatCore(build_commands()).handle(invocation("help", "story"), RecordingResponder())
+        await ChatCore(catalogue()).handle(invocation("help", "story"), RecordingResponder())
     finally:
         logger.removeHandler(handler)
         logger.setLevel(saved_level)
