@@ -71,7 +71,6 @@ async def serve_worker(settings: Settings) -> int:
         print("reelwright: `worker` needs REDIS_URL (without it, jobs run inside `reelwright run`)", file=sys.stderr)
         return 2
     runtime = await start_runtime(settings, role="worker")
-    assert runtime.queue is not None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

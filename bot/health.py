@@ -111,11 +111,10 @@ class HealthServer:
         return web.json_response(body, status=200 if ready else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:
-        if self.runtime.jobs is not None:
-            try:
-                JOBS_PENDING.set(len(await self.runtime.jobs.unfinished_job_ids(include_leased=True)))
-            except Exception:
-                log.warning("could not count pending jobs for /metrics", exc_info=True)
+        try:
+            JOBS_PENDING.set(len(await self.runtime.jobs.unfinished_job_ids(include_leased=True)))
+        except Exception:
+            log.warning("could not count pending jobs for /metrics", exc_info=True)
         return web.Response(body=render_metrics(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -1,6 +1,12 @@
 """The composition root: settings in, connectors and services configured, the chat core built,
 and everything closed again in reverse order at shutdown.
 
+``start_runtime`` reads top to bottom in the order things are built: the settings checked, the
+database and Redis reached, the upstreams (providers or sandbox), money (ledger, budgets), durable jobs (service, queue, sweeper),
+schedules, the guards, the commands and the chat core. Every object gets what it needs when it is
+made; nothing is patched in afterwards. Platform adapters then register their senders on
+``Runtime.senders`` and serve ``Runtime.core``.
+
 With no AI key the console serves the sandbox upstream: the loopback fakes shipped in ``bot.sandbox``,
 started in this process, and every reply they produced is labelled as sandbox output. A bot with a
 platform token answers real people, so it uses the sandbox only when ``REELWRIGHT_SANDBOX`` asks
@@ -11,30 +17,22 @@ say they are not set up.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import logging
-import time
 import uuid
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Protocol
 
 from bot.core.catalog import build_commands
-from bot.core.commands import CommandSet
-from bot.core.context import ChatRef
 from bot.core.dispatcher import ChatCore
 from bot.core.guards import GuardConfig, Guards, confirm_command, id_set, usage_command
-from bot.core.jobs import JobCommands, chat_of, late_reply, outcome_reply
+from bot.core.jobs import JobCommands
 from bot.core.metrics import command_metrics, queue_position
-from bot.core.replies import Reply
-from bot.core.scheduling import trend_post
+from bot.core.senders import ChatSender, ChatSenders
 from bot.core.storyboard import shutdown_storyboard_workers
-from bot.sandbox.fake_genai import FakeGenAI
-from bot.sandbox.fake_openrouter import FakeOpenRouter
 from connectors import genai_connector, openai_connector
 from connectors.database import check_database, close_database, configure_database
 from connectors.genai_connector import GenAIConfig
@@ -46,16 +44,16 @@ from services.budgets import BudgetBook, BudgetLimits, LocalBudgets, RedisBudget
 from services.characters import DatabaseCharacterBook
 from services.config import ServiceConfig, configure_services, service_config
 from services.instance import claim_instance_id
-from services.jobs import JobLate, JobOutcome, JobService
+from services.jobs import JobService
 from services.ledger import UsageLedger
 from services.memory import UserMemory
 from services.metrics import install_upstream_observer
 from services.pricing import PriceTable, PriceTableError
-from services.queue import JobExecutor, JobQueue
-from services.schedules import ScheduleService, ScheduleView, TrendScheduler
+from services.queue import JobExecutor, JobQueue, JobSweeper
+from services.schedules import ScheduleService, TrendScheduler
 from services.store.migrate import migrate_to_head
 from services.store.models import utcnow
-from services.trends import TrendReport, configure_trends_cache
+from services.trends import configure_trends_cache
 
 log = logging.getLogger(__name__)
 
@@ -69,102 +67,36 @@ class PlatformStartError(Exception):
     """A platform could not start (token refused, server unreachable); the message says which."""
 
 
-class ChatSender(Protocol):
-    """Posts a reply to a chat by its address alone, with no live interaction or update.
-
-    Each platform adapter registers one in ``Runtime.senders`` when it starts, so that work which
-    finishes later (a resumed video job, a scheduled trend post) can still be delivered.
-    """
-
-    async def send(self, chat: ChatRef, reply: Reply) -> None: ...
+__all__ = ["ChatSender", "PlatformStartError", "Runtime", "start_runtime"]
 
 
 @dataclass
 class Runtime:
+    """Everything a serving process runs on, built in order by ``start_runtime``; ``close`` stops it
+    all in reverse order."""
+
     settings: Settings
     core: ChatCore
-    sandbox_upstreams: frozenset[str]
-    stack: AsyncExitStack = field(default_factory=AsyncExitStack)
+    senders: ChatSenders
+    jobs: JobService
+    queue: JobQueue
+    executor: JobExecutor
+    sweeper: JobSweeper
+    schedules: ScheduleService
+    trend_scheduler: TrendScheduler
+    ledger: UsageLedger
+    stack: AsyncExitStack
+    sandbox_upstreams: frozenset[str] = frozenset()
     unavailable_upstreams: frozenset[str] = frozenset()
-    senders: dict[str, ChatSender] = field(default_factory=dict)
-    jobs: JobService | None = None
-    queue: JobQueue | None = None
-    executor: JobExecutor | None = None
-    schedules: ScheduleService | None = None
-    ledger: UsageLedger | None = None
-    started_at: datetime = field(default_factory=utcnow)
-
-    async def post_trends(self, view: ScheduleView, report: TrendReport) -> None:
-        sender = self.senders.get(view.platform)
-        if sender is None:
-            raise LookupError(f"no {view.platform} sender in this process yet")
-        await sender.send(ChatRef(platform=view.platform, id=view.chat_id, is_private=False), trend_post(view, report))
+    _background: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def run_background(self, stop: asyncio.Event) -> None:
-        """Job recovery and maintenance, and the trend-post scheduler, until ``stop`` is set."""
-        scheduler = None
-        if self.schedules is not None:
-            scheduler = TrendScheduler(
-                self.schedules, self.post_trends, reconcile_seconds=self.settings.schedule_reconcile_seconds
-            )
-            await scheduler.start()
-        flusher = asyncio.create_task(self.ledger.run(stop)) if self.ledger is not None else None
+        """Job sweeping and purging, the ledger's flushes and the trend posts, until ``stop`` is set."""
+        await self.trend_scheduler.start()
         try:
-            await self.run_job_maintenance(stop)
+            await asyncio.gather(self.sweeper.run(stop), self.ledger.run(stop))
         finally:
-            if flusher is not None:
-                await flusher
-            if scheduler is not None:
-                await scheduler.stop()
-
-    async def deliver_outcome(self, outcome: JobOutcome) -> None:
-        """Deliver a finished job through its platform's sender (no live interaction needed)."""
-        sender = self.senders.get(outcome.address.platform)
-        if sender is None:
-            raise LookupError(f"no {outcome.address.platform} sender in this process yet")
-        await sender.send(chat_of(outcome), await outcome_reply(outcome))
-
-    async def notify_late(self, notice: JobLate) -> None:
-        """Tell the chat that a video is past the deadline and will follow (no command is waiting)."""
-        sender = self.senders.get(notice.address.platform)
-        if sender is None:
-            raise LookupError(f"no {notice.address.platform} sender in this process yet")
-        chat = ChatRef(platform=notice.address.platform, id=notice.address.chat_id, is_private=False)
-        await sender.send(chat, late_reply(notice.job_id, notice.elapsed_seconds))
-
-    async def sweep_jobs(self) -> int:
-        """Resume every unfinished job nobody holds (after a crash, a restart or a lost worker),
-        including at once those this instance's previous process held when it died."""
-        if self.jobs is None or self.queue is None or self.executor is None:
-            return 0
-        await self.jobs.reclaim_orphaned_leases(self.started_at)
-        resumed = 0
-        for job_id in await self.jobs.unfinished_job_ids():
-            if job_id in self.executor.running or job_id in self.executor.watchers:
-                continue
-            await self.queue.enqueue(job_id)
-            resumed += 1
-        if resumed:
-            log.info("resumed %d unfinished job(s)", resumed)
-        return resumed
-
-    async def run_job_maintenance(self, stop: asyncio.Event) -> None:
-        """Sweep unfinished jobs now and periodically; purge old media files about hourly."""
-        assert self.jobs is not None
-        retention = timedelta(days=self.settings.media_retention_days)
-        last_purge = float("-inf")
-        while not stop.is_set():
-            try:
-                await self.sweep_jobs()
-                if time.monotonic() - last_purge > 3600:
-                    last_purge = time.monotonic()
-                    removed = await self.jobs.purge_media(retention)
-                    if removed:
-                        log.info("removed %d media file(s) past retention", removed)
-            except Exception:
-                log.exception("job maintenance failed; will try again")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.settings.job_sweep_seconds)
+            await self.trend_scheduler.stop()
 
     async def close(self) -> None:
         await self.stack.aclose()
@@ -235,21 +167,122 @@ async def open_storage(settings: Settings, stack: AsyncExitStack) -> None:
 
 
 async def start_runtime(settings: Settings, *, role: str = "run") -> Runtime:
-    """Configure every layer from ``settings``; the returned runtime owns what must be closed.
+    """Build every layer from ``settings``, in order, each from what exists before it; the returned
+    runtime owns what must be closed. If a step fails, what already started is closed again.
 
     ``role`` (run, console, worker) names this process in its default instance id; the console is
     a terminal chat for the operator, where the sandbox is always allowed.
     """
     console = role == "console"
     prices = check_settings(settings, console=console)
-    sandbox_allowed = console or settings.sandbox_allowed
     stack = AsyncExitStack()
-    await open_storage(settings, stack)
+    try:
+        await open_storage(settings, stack)
+        return await _build(settings, role, console, prices, stack)
+    except BaseException:
+        await stack.aclose()
+        raise
+
+
+async def _build(settings: Settings, role: str, console: bool, prices: PriceTable, stack: AsyncExitStack) -> Runtime:
+    upstreams = await _configure_upstreams(settings, stack, sandbox_allowed=console or settings.sandbox_allowed)
+    ledger = UsageLedger(prices)
+    stack.push_async_callback(ledger.flush)
+    budgets = _budget_book(settings, ledger)
+    media_billed = "media" not in upstreams.sandbox
+
+    instance = claim_instance_id(settings.instance_id_for(role), settings.media_dir / ".instances")
+    stack.callback(instance.release)
+    jobs = JobService(
+        settings.media_dir,
+        owner=instance.instance_id,
+        lease_seconds=settings.job_lease_seconds,
+        ledger=ledger if media_billed else None,
+        budgets=budgets if media_billed else None,
+        video_model=settings.video_model,
+    )
+    senders = ChatSenders()
+    executor = JobExecutor(jobs, senders.deliver_outcome, senders.notify_late)
+    queue = JobQueue(executor, settings.redis_url, queue_name=settings.job_queue_name)
+    await queue.start()
+    stack.push_async_callback(queue.stop)
+    sweeper = JobSweeper(
+        jobs,
+        queue,
+        executor,
+        started_at=utcnow(),
+        every_seconds=settings.job_sweep_seconds,
+        retention=timedelta(days=settings.media_retention_days),
+    )
+    schedules = ScheduleService(grace=timedelta(minutes=settings.schedule_grace_minutes))
+    trend_scheduler = TrendScheduler(
+        schedules, senders.post_trends, reconcile_seconds=settings.schedule_reconcile_seconds
+    )
+
+    guards = Guards(
+        _guard_config(settings),
+        ledger,
+        budgets,
+        prices,
+        service_config(),
+        unbilled_upstreams=upstreams.sandbox,
+    )
+    admins = id_set(settings.admin_users)
+    commands = build_commands(
+        UserMemory(),
+        characters=DatabaseCharacterBook(),
+        jobs=JobCommands(jobs, queue, executor),
+        schedules=schedules,
+    )
+    commands.add(usage_command(guards, admins))
+    commands.add(confirm_command(guards))
+    if "media" in upstreams.unavailable:
+        commands.withhold("media", MEDIA_NOT_SET_UP)
+    core = ChatCore(
+        commands,
+        sandbox_upstreams=upstreams.sandbox,
+        # Metrics outermost, so they see every refusal; then the line position as progress.
+        middlewares=[command_metrics, queue_position, *guards.middlewares],
+        admin_users=admins,
+    )
+    install_upstream_observer()
+    configure_trends_cache(settings.trends_cache_seconds)
+    stack.callback(configure_trends_cache, 0)
+    # Started on the first storyboard; stopped here so that no worker process outlives the bot.
+    stack.callback(shutdown_storyboard_workers)
+    return Runtime(
+        settings=settings,
+        core=core,
+        senders=senders,
+        jobs=jobs,
+        queue=queue,
+        executor=executor,
+        sweeper=sweeper,
+        schedules=schedules,
+        trend_scheduler=trend_scheduler,
+        ledger=ledger,
+        stack=stack,
+        sandbox_upstreams=upstreams.sandbox,
+        unavailable_upstreams=upstreams.unavailable,
+    )
+
+
+@dataclass(frozen=True)
+class _Upstreams:
+    sandbox: frozenset[str]
+    unavailable: frozenset[str]
+
+
+async def _configure_upstreams(settings: Settings, stack: AsyncExitStack, *, sandbox_allowed: bool) -> _Upstreams:
+    """Point the connectors at the providers, or at the sandbox fakes (imported only then: a process
+    with keys never loads them), and configure the services' models and limits."""
     sandbox: set[str] = set()
     unavailable: set[str] = set()
     openrouter_key = settings.openrouter_api_key.get_secret_value() if settings.openrouter_api_key else None
     openrouter_url = str(settings.openrouter_base_url).rstrip("/")
     if settings.text_sandbox:
+        from bot.sandbox.fake_openrouter import FakeOpenRouter
+
         fake_text = FakeOpenRouter()
         openrouter_url = await fake_text.start()
         stack.push_async_callback(fake_text.stop)
@@ -268,6 +301,8 @@ async def start_runtime(settings: Settings, *, role: str = "run") -> Runtime:
         unavailable.add("media")
         log.warning("no GOOGLE_API_KEY or GOOGLE_CLOUD_PROJECT: /video and /thumbnail are not set up on this bot")
     elif settings.media_sandbox:
+        from bot.sandbox.fake_genai import FakeGenAI
+
         fake_media = FakeGenAI(video_seconds=3.0)
         genai_url = await fake_media.start()
         stack.push_async_callback(fake_media.stop)
@@ -275,7 +310,6 @@ async def start_runtime(settings: Settings, *, role: str = "run") -> Runtime:
         poll_initial, poll_max = 1.0, 2.0
         sandbox.add("media")
         log.warning("GOOGLE_API_KEY is not set: video and thumbnail commands use the SANDBOX upstream at %s", genai_url)
-
     openai_connector.configure_openai(
         OpenRouterConfig(
             api_key=openrouter_key,
@@ -331,85 +365,33 @@ async def start_runtime(settings: Settings, *, role: str = "run") -> Runtime:
             video_max_bytes=settings.video_max_bytes,
         )
     )
-    ledger = UsageLedger(prices)
-    stack.push_async_callback(ledger.flush)
+    return _Upstreams(frozenset(sandbox), frozenset(unavailable))
+
+
+def _budget_book(settings: Settings, ledger: UsageLedger) -> BudgetBook:
+    """Reservations in this process, or in Redis where every process sharing REDIS_URL sees them."""
     limits = BudgetLimits(
         user_daily=Decimal(str(settings.budget_user_daily_usd)),
         user_monthly=Decimal(str(settings.budget_user_monthly_usd)),
         chat_daily=Decimal(str(settings.budget_chat_daily_usd)),
         chat_monthly=Decimal(str(settings.budget_chat_monthly_usd)),
     )
-    budgets: BudgetBook = (
-        RedisBudgets(ledger, limits, prefix=settings.redis_key_prefix)
-        if settings.redis_url
-        else LocalBudgets(ledger, limits)
+    if settings.redis_url:
+        return RedisBudgets(ledger, limits, prefix=settings.redis_key_prefix)
+    return LocalBudgets(ledger, limits)
+
+
+def _guard_config(settings: Settings) -> GuardConfig:
+    return GuardConfig(
+        allowed_users=id_set(settings.allowed_users),
+        allowed_chats=id_set(settings.allowed_chats),
+        allowed_guilds=id_set(settings.allowed_guilds),
+        allowed_roles=id_set(settings.allowed_roles),
+        rate_limit=settings.rate_limit,
+        confirm_above=Decimal(str(settings.confirm_above_usd)),
+        shared_rate_limit_url=settings.redis_url,
+        shared_key_prefix=settings.redis_key_prefix,
     )
-    media_billed = "media" not in sandbox
-    instance = claim_instance_id(settings.instance_id_for(role), settings.media_dir / ".instances")
-    stack.callback(instance.release)
-    jobs = JobService(
-        settings.media_dir,
-        owner=instance.instance_id,
-        lease_seconds=settings.job_lease_seconds,
-        ledger=ledger if media_billed else None,
-        budgets=budgets if media_billed else None,
-        video_model=settings.video_model,
-    )
-    runtime = Runtime(
-        settings=settings,
-        core=ChatCore(CommandSet()),
-        sandbox_upstreams=frozenset(sandbox),
-        stack=stack,
-        unavailable_upstreams=frozenset(unavailable),
-    )
-    executor = JobExecutor(jobs, runtime.deliver_outcome, runtime.notify_late)
-    queue = JobQueue(executor, settings.redis_url, queue_name=settings.job_queue_name)
-    await queue.start()
-    stack.push_async_callback(queue.stop)
-    runtime.jobs, runtime.queue, runtime.executor = jobs, queue, executor
-    runtime.schedules = ScheduleService(grace=timedelta(minutes=settings.schedule_grace_minutes))
-    commands = build_commands(
-        UserMemory(),
-        characters=DatabaseCharacterBook(),
-        jobs=JobCommands(jobs, queue, executor),
-        schedules=runtime.schedules,
-    )
-    if "media" in unavailable:
-        commands.withhold("media", MEDIA_NOT_SET_UP)
-    guards = Guards(
-        GuardConfig(
-            allowed_users=id_set(settings.allowed_users),
-            allowed_chats=id_set(settings.allowed_chats),
-            allowed_guilds=id_set(settings.allowed_guilds),
-            allowed_roles=id_set(settings.allowed_roles),
-            rate_limit=settings.rate_limit,
-            confirm_above=Decimal(str(settings.confirm_above_usd)),
-            shared_rate_limit_url=settings.redis_url,
-            shared_key_prefix=settings.redis_key_prefix,
-        ),
-        ledger,
-        budgets,
-        prices,
-        service_config(),
-        unbilled_upstreams=frozenset(sandbox),
-    )
-    admins = id_set(settings.admin_users)
-    core_ref: list[ChatCore] = []
-    commands.add(usage_command(guards, admins))
-    commands.add(confirm_command(guards, core_ref))
-    runtime.core = ChatCore(
-        commands, sandbox_upstreams=frozenset(sandbox), middlewares=guards.middlewares, admin_users=admins
-    )
-    core_ref.append(runtime.core)
-    # Operations (issue 6): metrics outermost so they see every refusal; the line position as progress.
-    runtime.core.middlewares[:0] = [command_metrics, queue_position]
-    install_upstream_observer()
-    configure_trends_cache(settings.trends_cache_seconds)
-    stack.callback(configure_trends_cache, 0)
-    # Started on the first storyboard; stopped here so that no worker process outlives the bot.
-    stack.callback(shutdown_storyboard_workers)
-    runtime.ledger = ledger
-    return runtime
 
 
 async def register_send_only_senders(runtime: Runtime) -> None:

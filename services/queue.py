@@ -11,9 +11,12 @@ message delivered twice is harmless (the row's lease and states decide what happ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from taskiq import AsyncBroker, InMemoryBroker
 from taskiq_redis import RedisStreamBroker
@@ -155,3 +158,46 @@ class JobQueue:
 
         self.broker.is_worker_process = True
         await run_receiver_task(self.broker, max_async_tasks=max_async_tasks, run_startup=False)
+
+
+@dataclass
+class JobSweeper:
+    """Keeps durable jobs moving: resumes every unfinished job nobody holds (after a crash, a restart
+    or a lost worker), at once for those this instance's previous process held when it died, and
+    removes media past retention about hourly."""
+
+    jobs: JobService
+    queue: JobQueue
+    executor: JobExecutor
+    started_at: datetime
+    every_seconds: float
+    retention: timedelta
+    purge_every_seconds: float = 3600.0
+
+    async def sweep(self) -> int:
+        await self.jobs.reclaim_orphaned_leases(self.started_at)
+        resumed = 0
+        for job_id in await self.jobs.unfinished_job_ids():
+            if job_id in self.executor.running or job_id in self.executor.watchers:
+                continue
+            await self.queue.enqueue(job_id)
+            resumed += 1
+        if resumed:
+            log.info("resumed %d unfinished job(s)", resumed)
+        return resumed
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Sweep now and every ``every_seconds``, purge about hourly, until ``stop`` is set."""
+        last_purge = float("-inf")
+        while not stop.is_set():
+            try:
+                await self.sweep()
+                if time.monotonic() - last_purge > self.purge_every_seconds:
+                    last_purge = time.monotonic()
+                    removed = await self.jobs.purge_media(self.retention)
+                    if removed:
+                        log.info("removed %d media file(s) past retention", removed)
+            except Exception:
+                log.exception("job maintenance failed; will try again")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.every_seconds)

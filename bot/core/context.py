@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.core.commands import Command
+from bot.core.replies import Reply
 from connectors.errors import UserInputError
 from services.budgets import Reservation
 from services.config import service_config
@@ -164,6 +165,8 @@ class CommandContext:
     image: IncomingImage | None
     correlation_id: str
     _progress: ProgressSink
+    #: Runs a context through the middlewares and its handler again (``/confirm`` does).
+    rerun: Callable[[CommandContext], Awaitable[Reply]]
     invocation: Invocation | None = None
     paid_call_gate: Callable[[], Awaitable[None]] | None = None
     reservation: Reservation | None = None

@@ -116,6 +116,7 @@ class ChatCore:
             image=invocation.image if command.image_option is not None else None,
             correlation_id=correlation_id,
             _progress=responder.show_progress,
+            rerun=self.run_context,
             progress_interval=self.progress_interval,
             invocation=invocation,
         )

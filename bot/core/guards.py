@@ -27,7 +27,7 @@ from limits.strategies import MovingWindowRateLimiter
 
 from bot.core.commands import Command, Option, OptionKind
 from bot.core.context import CommandContext, is_chat_admin
-from bot.core.dispatcher import ChatCore, Next
+from bot.core.dispatcher import Next
 from bot.core.replies import Reply
 from connectors.errors import QuotaError, UserInputError
 from connectors.redis_client import redis_pool
@@ -259,7 +259,7 @@ class Guards:
         return pending.ctx
 
 
-def confirm_command(guards: Guards, core_ref: list[ChatCore]) -> Command:
+def confirm_command(guards: Guards) -> Command:
     """``/confirm <code>`` runs the command that asked for confirmation, as its own user."""
 
     async def confirm(ctx: CommandContext) -> Reply:
@@ -275,7 +275,7 @@ def confirm_command(guards: Guards, core_ref: list[ChatCore]) -> Command:
             correlation_id=ctx.correlation_id,
             _last_progress=float("-inf"),
         )
-        return await core_ref[0].run_context(rerun)
+        return await ctx.rerun(rerun)
 
     return Command(
         "confirm",
