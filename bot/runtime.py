@@ -33,8 +33,8 @@ from bot.core.metrics import command_metrics, queue_position
 from bot.core.replies import Reply
 from bot.core.scheduling import trend_post
 from bot.core.storyboard import shutdown_storyboard_workers
-from bot.sandbox.fake_genai import FakeGenAI
-from bot.sandbox.fake_openrouter import FakeOpenRouter
+from bot.sandbox.fake_genai import SandboxGenAI as FakeGenAI
+from bot.sandbox.fake_openrouter import SandboxOpenRouter as FakeOpenRouter
 from connectors import genai_connector, openai_connector
 from connectors.database import close_database, configure_database
 from connectors.genai_connector import GenAIConfig
