@@ -26,8 +26,7 @@ from bot.core.rendering import (
 from bot.core.replies import Media, Reply
 from bot.core.scheduling import schedule_command
 from connectors.errors import UserInputError
-from services.character import CharacterProfile, analyze_character_from_image
-from services.characters import CharacterBook, InMemoryCharacterBook
+from services.characters import CharacterBook, CharacterProfile, DatabaseCharacterBook, analyze_character_from_image
 from services.config import ServiceConfig
 from services.free_content import KIND_GUIDES, generate_free_content
 from services.meme import MAX_MEMES, generate_meme_segments
@@ -107,7 +106,7 @@ class ReelwrightCommands:
         self, memory: UserMemory, characters: CharacterBook | None = None, jobs: JobCommands | None = None
     ) -> None:
         self.memory = memory
-        self.characters: CharacterBook = characters or InMemoryCharacterBook(memory)
+        self.characters: CharacterBook = characters or DatabaseCharacterBook()
         self.jobs = jobs
 
     async def character_for(self, ctx: CommandContext) -> CharacterProfile | None:

@@ -193,6 +193,7 @@ def check_saved_media(printed: str, media_dir: Path) -> None:
     assert sorted(p.suffix for p in media_dir.iterdir()) == [".mp4", ".png"]
 
 
+@pytest.mark.usefixtures("sqlite_database")  # the character book
 async def test_a_piped_script(upstreams: Upstreams, tmp_path: Path, picture: Path) -> None:
     _, media = upstreams
     media_dir = tmp_path / "media"

@@ -12,7 +12,7 @@ from bot.core.commands import Command, CommandSet, Option, OptionKind
 from bot.core.context import CommandContext, Invocation, UserRef
 from bot.core.dispatcher import SANDBOX_FOOTER, ChatCore, Next
 from bot.core.replies import Reply
-from services.character import CharacterAnalysis
+from services.characters import CharacterAnalysis
 from services.memory import UserMemory
 from services.story import Story
 from tests.bot.helpers import (
@@ -130,6 +130,7 @@ async def test_trends(upstreams: Upstreams) -> None:
     assert all("Hook:" in block and "Why now:" in block for block in reply.blocks[1:])
 
 
+@pytest.mark.usefixtures("sqlite_database")  # the character book
 async def test_character_with_a_real_png(upstreams: Upstreams) -> None:
     text, _ = upstreams
     reply, responder = await run(make_core(), "character", "Captain", image=uploaded(png_bytes(40, 30)))
@@ -257,6 +258,7 @@ BAD_INPUT: list[tuple[str, str, dict[str, Any], tuple[str, ...]]] = [
     BAD_INPUT,
     ids=[f"{c}-{i}" for i, (c, *_rest) in enumerate(BAD_INPUT)],
 )
+@pytest.mark.usefixtures("sqlite_database")  # the character book
 async def test_bad_input_is_refused_before_any_paid_call(
     upstreams: Upstreams, command: str, text: str, extra: dict[str, Any], expected: tuple[str, ...]
 ) -> None:
@@ -459,6 +461,7 @@ async def test_help_is_not_labelled_as_sandbox_output(upstreams: Upstreams) -> N
 # -- what the bot remembers ------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("sqlite_database")  # the character book
 async def test_story_with_a_remembered_character(upstreams: Upstreams) -> None:
     text, media = upstreams
     core = make_core()
@@ -477,6 +480,7 @@ async def test_story_with_a_remembered_character(upstreams: Upstreams) -> None:
     assert description in media.video_generation_requests[-1].json["instances"][0]["prompt"]
 
 
+@pytest.mark.usefixtures("sqlite_database")  # the character book
 async def test_characters_are_per_user(upstreams: Upstreams) -> None:
     core = make_core()
     await run(core, "character", "Captain", image=uploaded(png_bytes()))
@@ -489,6 +493,7 @@ async def test_characters_are_per_user(upstreams: Upstreams) -> None:
     assert reply.is_error and "none yet" in reply.text
 
 
+@pytest.mark.usefixtures("sqlite_database")  # the character book
 async def test_character_named_with_name_option(upstreams: Upstreams) -> None:
     core = make_core()
     analysed, _ = await run(core, "character", "name=Captain", image=uploaded(png_bytes()))

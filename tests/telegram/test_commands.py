@@ -225,6 +225,7 @@ async def test_an_unreachable_api_is_a_clear_start_error(telegram_api: FakeTeleg
         await TelegramService(make_runtime(settings)).start()
 
 
+@pytest.mark.usefixtures("sqlite_database")  # the character book
 async def test_ptb_own_httpx_transport_works_too(start_bot: object) -> None:
     options = TelegramOptions(transport="httpx", progress=ProgressPolicy(status_delay=0.0, edit_interval=0.0))
     tg: TelegramBot = await start_bot(options, telegram_local_api=None)  # type: ignore[operator]
