@@ -40,7 +40,7 @@ from connectors.database import close_database, configure_database
 from connectors.genai_connector import GenAIConfig
 from connectors.openai_connector import OpenRouterConfig
 from connectors.redis_client import close_redis, configure_redis
-from connectors.resilience import GuardConfig as UpstreamGuardConfig
+from connectors.resilience import UpstreamGuardConfig
 from connectors.settings import Settings, SettingsError
 from services.budgets import BudgetBook, BudgetLimits, LocalBudgets, RedisBudgets
 from services.characters import DatabaseCharacterBook
