@@ -1,5 +1,5 @@
 """A loopback Discord for the real discord.py client: REST (under ``Route.BASE``), the gateway
-websocket and an attachment CDN, all on one aiohttp server on 127.0.0.1 (WIRE.md §4).
+websocket and an attachment CDN, all on one aiohttp server on 127.0.0.1.
 
 It records every REST call (multipart bodies parsed into ``payload`` and ``files``), remembers the
 commands the bot synced so that ``slash()`` can build correctly typed options from them, dispatches

@@ -1,4 +1,4 @@
-"""A loopback fake of the Telegram Bot API (WIRE.md §3), for the real python-telegram-bot client.
+"""A loopback fake of the Telegram Bot API, for the real python-telegram-bot client.
 
 It speaks the wire: ``POST /bot{token}/{method}`` with form-urlencoded or multipart bodies,
 ``{"ok": true, "result": ...}`` answers, Telegram's error JSON (``error_code``, ``description``,

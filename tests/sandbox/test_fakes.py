@@ -411,7 +411,7 @@ async def test_veo_developer_mode(gemini: genai.Client, google: FakeGenAI) -> No
             async with session.get(google.download_url(file_id), allow_redirects=False) as response:
                 assert response.status == 302
                 assert response.headers["Location"] == other.download_url(file_id)
-            # Finding: the SDK (aiohttp) forwards x-goog-api-key to the redirect target.
+            # The SDK (aiohttp) forwards x-goog-api-key to the redirect target.
             assert (await gemini.aio.files.download(file=f"files/{file_id}")).startswith(MP4_FTYP)
             assert other.download_requests[-1].headers.get("x-goog-api-key") == "k"
         finally:
