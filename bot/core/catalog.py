@@ -305,7 +305,6 @@ def build_commands(
                 lambda a: 120 * a["segments"] + 800,
                 calls=lambda a: 1 + math.ceil(a["segments"] / 8),
             ),
-            long_running=True,
         )
     )
     commands.add(
@@ -334,7 +333,6 @@ def build_commands(
                 lambda a: (120 * a["segments"] + 200) * a["sets"],
                 calls=lambda a: a["sets"],
             ),
-            long_running=True,
         )
     )
     commands.add(
@@ -441,7 +439,6 @@ def build_commands(
             handlers.video,
             example="/video a cat surfing at sunset duration=8 aspect=9:16",
             estimate=video_estimate,
-            long_running=True,
             upload_action="upload_video",
             upstream="media",
             confirms_late=True,
@@ -468,7 +465,6 @@ def build_commands(
             handlers.thumbnail,
             example="/thumbnail I survived 24 hours in a library",
             estimate=thumbnail_estimate,
-            long_running=True,
             upload_action="upload_photo",
             upstream="media",
             confirms_late=True,
