@@ -59,7 +59,7 @@ from bench_story import (  # noqa: E402
 )
 
 from bot.logging_setup import configure_logging  # noqa: E402
-from bot.sandbox.faults import RecordedRequest, json_response  # noqa: E402
+from bot.sandbox.upstream import RecordedRequest, json_response  # noqa: E402
 from tests.fakes.discord_api import DiscordCall, FakeDiscord  # noqa: E402
 
 BENCH_KEY = "bench-key"

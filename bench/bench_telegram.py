@@ -57,7 +57,7 @@ from bench_storyboard import sheet_cpu_ms  # noqa: E402
 from bot.core.dispatcher import ChatCore  # noqa: E402
 from bot.logging_setup import configure_logging  # noqa: E402
 from bot.runtime import Runtime, start_runtime  # noqa: E402
-from bot.sandbox.faults import RecordedRequest, json_response  # noqa: E402
+from bot.sandbox.upstream import RecordedRequest, json_response  # noqa: E402
 from bot.telegram.app import TelegramOptions, TelegramService  # noqa: E402
 from connectors.settings import load_settings  # noqa: E402
 from tests.fakes.telegram_api import RATE_LIMITED_METHODS, ApiCall, FakeTelegramAPI  # noqa: E402

@@ -38,7 +38,7 @@ from connectors.database import check_database, close_database, configure_databa
 from connectors.genai_connector import GenAIConfig
 from connectors.openai_connector import OpenRouterConfig
 from connectors.redis_client import check_redis, close_redis, configure_redis
-from connectors.resilience import GuardConfig as UpstreamGuardConfig
+from connectors.resilience import UpstreamGuardConfig
 from connectors.settings import Settings, SettingsError
 from services.budgets import BudgetBook, BudgetLimits, LocalBudgets, RedisBudgets
 from services.characters import DatabaseCharacterBook
@@ -281,9 +281,9 @@ async def _configure_upstreams(settings: Settings, stack: AsyncExitStack, *, san
     openrouter_key = settings.openrouter_api_key.get_secret_value() if settings.openrouter_api_key else None
     openrouter_url = str(settings.openrouter_base_url).rstrip("/")
     if settings.text_sandbox:
-        from bot.sandbox.fake_openrouter import FakeOpenRouter
+        from bot.sandbox.fake_openrouter import SandboxOpenRouter
 
-        fake_text = FakeOpenRouter()
+        fake_text = SandboxOpenRouter()
         openrouter_url = await fake_text.start()
         stack.push_async_callback(fake_text.stop)
         openrouter_key = SANDBOX_KEY
@@ -301,9 +301,9 @@ async def _configure_upstreams(settings: Settings, stack: AsyncExitStack, *, san
         unavailable.add("media")
         log.warning("no GOOGLE_API_KEY or GOOGLE_CLOUD_PROJECT: /video and /thumbnail are not set up on this bot")
     elif settings.media_sandbox:
-        from bot.sandbox.fake_genai import FakeGenAI
+        from bot.sandbox.fake_genai import SandboxGenAI
 
-        fake_media = FakeGenAI(video_seconds=3.0)
+        fake_media = SandboxGenAI(video_seconds=3.0)
         genai_url = await fake_media.start()
         stack.push_async_callback(fake_media.stop)
         google_key, enterprise = SANDBOX_KEY, False

@@ -43,7 +43,7 @@ from connectors.errors import (
     UpstreamUnavailable,
     unreachable_reason,
 )
-from connectors.resilience import GuardConfig, configure_guard, guarded
+from connectors.resilience import UpstreamGuardConfig, configure_guard, guarded
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class GenAIConfig:
     video_poll_timeout_seconds: float | None = None
     image_timeout_seconds: float | None = None
     #: Circuit breaker and bounded line for Google media calls (connectors/resilience.py).
-    guard: GuardConfig = field(default_factory=lambda: GuardConfig(max_concurrent=32, max_waiting=200))
+    guard: UpstreamGuardConfig = field(default_factory=lambda: UpstreamGuardConfig(max_concurrent=32, max_waiting=200))
 
 
 def _request_options(seconds: float | None) -> types.HttpOptions | None:

@@ -29,7 +29,7 @@ from connectors.errors import (
     UpstreamUnavailable,
     unreachable_reason,
 )
-from connectors.resilience import GuardConfig, configure_guard, guard_for
+from connectors.resilience import UpstreamGuardConfig, configure_guard, guard_for
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class OpenRouterConfig:
     #: Per-attempt timeout for calls with an image part (vision); None: ``timeout_seconds``.
     vision_timeout_seconds: float | None = None
     #: Circuit breaker and bounded line for OpenRouter (connectors/resilience.py).
-    guard: GuardConfig = field(default_factory=GuardConfig)
+    guard: UpstreamGuardConfig = field(default_factory=UpstreamGuardConfig)
 
 
 @dataclass(frozen=True)

@@ -279,7 +279,7 @@ def outcome_of(exc: BaseException | None) -> tuple[str, int | None]:
 
 
 @dataclass(frozen=True)
-class GuardConfig:
+class UpstreamGuardConfig:
     """Breaker and line sizes for one upstream."""
 
     failure_threshold: int = 5
@@ -291,8 +291,10 @@ class GuardConfig:
 class UpstreamGuard:
     """The breaker, the line and the observation for one provider."""
 
-    def __init__(self, provider: str, config: GuardConfig | None = None, *, clock: Clock = time.monotonic) -> None:
-        config = config or GuardConfig()
+    def __init__(
+        self, provider: str, config: UpstreamGuardConfig | None = None, *, clock: Clock = time.monotonic
+    ) -> None:
+        config = config or UpstreamGuardConfig()
         self.provider = provider
         self.config = config
         self.clock = clock
@@ -358,7 +360,7 @@ _guards: dict[str, UpstreamGuard] = {}
 
 
 def configure_guard(
-    provider: str, config: GuardConfig | None = None, *, clock: Clock = time.monotonic
+    provider: str, config: UpstreamGuardConfig | None = None, *, clock: Clock = time.monotonic
 ) -> UpstreamGuard:
     """A fresh guard for ``provider`` (state dropped), registered for health and metrics."""
     guard = UpstreamGuard(provider, config, clock=clock)

@@ -32,7 +32,7 @@ from sqlalchemy import case, or_, select, update
 from connectors.database import sessions
 from connectors.errors import ReelwrightError, UserInputError
 from services.budgets import BudgetBook, Reservation
-from services.character import CharacterProfile
+from services.characters import CharacterProfile
 from services.ledger import UsageLedger
 from services.store.models import UNFINISHED_STATES, JobRecord, JobState, utcnow
 from services.thumbnail import ThumbnailRequest, generate_thumbnail_image

@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from services.character import CharacterProfile, character_prompt_note
+from services.characters import CharacterProfile, character_prompt_note
 from services.config import service_config
 from services.prompts import check_range, clean_prompt
 from services.structured import generate_structured

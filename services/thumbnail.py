@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from connectors import genai_connector
-from services.character import CharacterProfile, character_prompt_note
+from services.characters import CharacterProfile, character_prompt_note
 from services.config import service_config
 from services.images import check_image
 from services.prompts import clean_prompt

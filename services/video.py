@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from connectors import genai_connector
 from connectors.errors import ContentBlocked, RateLimited, UpstreamError, UpstreamUnavailable
-from services.character import CharacterProfile, character_prompt_note
+from services.characters import CharacterProfile, character_prompt_note
 from services.config import service_config
 from services.images import check_image
 from services.prompts import clean_prompt

@@ -6,6 +6,7 @@ import ipaddress
 import os
 import socket
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -206,19 +207,35 @@ async def reset_schema() -> None:
     await migrate_to_head()
 
 
+@asynccontextmanager
+async def empty_database(url: str) -> AsyncIterator[str]:
+    """The store at ``url``, migrated to head and empty, closed afterwards."""
+    from connectors.database import close_database, configure_database
+
+    configure_database(url)
+    await reset_schema()
+    try:
+        yield url
+    finally:
+        await close_database()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def database(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[str]:
     """The job store on SQLite (a file) and on PostgreSQL, migrated to head and empty."""
-    from connectors.database import close_database, configure_database
-
     if request.param == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path / 'reelwright.sqlite3'}"
     else:
         url = request.getfixturevalue("postgres_url")
-    configure_database(url)
-    await reset_schema()
-    yield url
-    await close_database()
+    async with empty_database(url) as ready:
+        yield ready
+
+
+@pytest.fixture
+async def sqlite_database(tmp_path: Any) -> AsyncIterator[str]:
+    """An empty SQLite store, for tests that need one (the character book) but not both engines."""
+    async with empty_database(f"sqlite+aiosqlite:///{tmp_path / 'reelwright.sqlite3'}") as ready:
+        yield ready
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from connectors.errors import (
     RateLimited,
     UpstreamUnavailable,
 )
-from connectors.resilience import GuardConfig, guard_for
+from connectors.resilience import UpstreamGuardConfig, guard_for
 from services.config import ServiceConfig, configure_services
 from services.memory import UserMemory
 from tests.bot.helpers import RecordingResponder, catalogue, invocation
@@ -71,7 +71,9 @@ async def stormy() -> AsyncIterator[StormyOpenRouter]:
             fake,
             timeout_seconds=1.0,
             max_retries=1,
-            guard=GuardConfig(failure_threshold=5, cooldown_seconds=0.05, max_concurrent=20, max_waiting=COMMANDS),
+            guard=UpstreamGuardConfig(
+                failure_threshold=5, cooldown_seconds=0.05, max_concurrent=20, max_waiting=COMMANDS
+            ),
         )
     )
     configure_services(TEST_SERVICE_CONFIG)

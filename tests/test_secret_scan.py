@@ -171,13 +171,13 @@ async def test_one_correlation_id_through_every_layer(
     captured_logs: tuple[io.StringIO, io.StringIO], upstreams: tuple[FakeOpenRouter, FakeGenAI]
 ) -> None:
     from bot.core.dispatcher import ChatCore
-    from connectors.resilience import GuardConfig, configure_guard
+    from connectors.resilience import UpstreamGuardConfig, configure_guard
     from services.memory import UserMemory
     from tests.bot.helpers import catalogue
 
     text_stream, json_stream = captured_logs
     fake_openrouter, _ = upstreams
-    configure_guard("openrouter", GuardConfig(failure_threshold=1))
+    configure_guard("openrouter", UpstreamGuardConfig(failure_threshold=1))
     fake_openrouter.inject(Fault.content("not json"), Fault.status(500))
     core = ChatCore(catalogue(UserMemory()))
     await core.handle(invocation("write", "kind=caption ramen"), RecordingResponder())

@@ -26,8 +26,7 @@ from bot.core.rendering import (
 from bot.core.replies import Media, Reply
 from bot.core.scheduling import schedule_command
 from connectors.errors import UserInputError
-from services.character import CharacterProfile, analyze_character_from_image
-from services.characters import CharacterBook, InMemoryCharacterBook
+from services.characters import CharacterBook, CharacterProfile, DatabaseCharacterBook, analyze_character_from_image
 from services.config import ServiceConfig
 from services.free_content import KIND_GUIDES, generate_free_content
 from services.meme import MAX_MEMES, generate_meme_segments
@@ -104,7 +103,7 @@ class ReelwrightCommands:
 
     def __init__(self, memory: UserMemory, jobs: JobCommands, characters: CharacterBook | None = None) -> None:
         self.memory = memory
-        self.characters: CharacterBook = characters or InMemoryCharacterBook(memory)
+        self.characters: CharacterBook = characters or DatabaseCharacterBook()
         self.jobs = jobs
 
     async def character_for(self, ctx: CommandContext) -> CharacterProfile | None:
@@ -281,7 +280,6 @@ def build_commands(
                 lambda a: 120 * a["segments"] + 800,
                 calls=lambda a: 1 + math.ceil(a["segments"] / 8),
             ),
-            long_running=True,
         )
     )
     commands.add(
@@ -310,7 +308,6 @@ def build_commands(
                 lambda a: (120 * a["segments"] + 200) * a["sets"],
                 calls=lambda a: a["sets"],
             ),
-            long_running=True,
         )
     )
     commands.add(
@@ -417,7 +414,6 @@ def build_commands(
             handlers.video,
             example="/video a cat surfing at sunset duration=8 aspect=9:16",
             estimate=video_estimate,
-            long_running=True,
             upload_action="upload_video",
             upstream="media",
             confirms_late=True,
@@ -444,7 +440,6 @@ def build_commands(
             handlers.thumbnail,
             example="/thumbnail I survived 24 hours in a library",
             estimate=thumbnail_estimate,
-            long_running=True,
             upload_action="upload_photo",
             upstream="media",
             confirms_late=True,

@@ -108,7 +108,6 @@ class Command:
     options: tuple[Option, ...]
     handler: Handler
     example: str = ""
-    long_running: bool = False
     admin_only: bool = False
     upload_action: str = "typing"
     upstream: str | None = "text"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from services.character import CharacterAnalysis
+from services.characters import CharacterAnalysis
 from services.free_content import FreeContent
 from services.meme import MemeScript
 from services.story import Story, StorySets

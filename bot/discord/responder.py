@@ -3,8 +3,7 @@
 An interaction's answer edits its deferred ``@original`` response (progress lines, then the
 result) and adds follow-ups for what does not fit in one message. Its token lives 15 minutes: past
 that (with a safety margin), or when Discord says the token is gone, the answer is posted to the
-channel instead, through the same ``ChannelSender`` that later issues use for resumed jobs and
-scheduled posts. Every message pings nobody.
+channel instead, through the same ``ChannelSender`` that resumed jobs and scheduled posts use. Every message pings nobody.
 """
 
 from __future__ import annotations

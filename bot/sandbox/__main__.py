@@ -14,8 +14,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from bot.sandbox.fake_genai import FakeGenAI
-from bot.sandbox.fake_openrouter import FakeOpenRouter
+from bot.sandbox.fake_genai import SandboxGenAI
+from bot.sandbox.fake_openrouter import SandboxOpenRouter
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -32,8 +32,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 async def serve(args: argparse.Namespace) -> None:
     """Start both fakes, announce them, and wait for a termination signal."""
-    openrouter = FakeOpenRouter(latency=args.latency)
-    genai = FakeGenAI(
+    openrouter = SandboxOpenRouter(latency=args.latency)
+    genai = SandboxGenAI(
         latency=args.latency,
         video_seconds=args.video_seconds,
         polls_until_done=args.polls_until_done,

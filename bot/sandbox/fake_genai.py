@@ -1,8 +1,8 @@
-"""A loopback Google GenAI endpoint (Veo, Imagen, Gemini) for tests, benchmarks and the sandbox.
+"""A loopback Google GenAI endpoint (Veo, Imagen, Gemini) for the sandbox, benchmarks and tests.
 
 Serves both the enterprise (Vertex, ``v1beta1``) and the developer (Gemini API, ``v1beta``/``v1``)
 wire formats the google-genai SDK uses, with long-running video operations whose timing and outcome
-a test controls, so paid video jobs can be exercised without paying.
+the caller controls, so paid video jobs can be exercised without paying.
 
 Like Google, a finished Developer-API video names its file on Google's own host
 (``https://generativelanguage.googleapis.com/v1beta/files/<id>:download?alt=media``) whatever base URL
@@ -18,15 +18,15 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from aiohttp import web
 
 from bot.sandbox.fake_openrouter import synthesize_json
-from bot.sandbox.faults import FakeUpstream, RecordedRequest, json_response
 from bot.sandbox.media import NOT_MP4_HTML, padded_mp4, tiny_mp4, tiny_png
+from bot.sandbox.upstream import LoopbackUpstream, RecordedRequest, ReplyShape, json_response
 
-__all__ = ["FakeGenAI", "ImageOutcome", "VideoOutcome"]
+__all__ = ["ImageOutcome", "SandboxGenAI", "VideoOutcome"]
 
 VideoOutcome = Literal["ok", "filtered", "error", "gcs", "oversize", "not_mp4"]
 ImageOutcome = Literal["ok", "filtered"]
@@ -64,7 +64,9 @@ _GOOGLE_STATUS = {
 
 #: Where Google's Developer API says a generated file can be downloaded, whatever the client's base URL.
 GOOGLE_FILES_ORIGIN = "https://generativelanguage.googleapis.com"
-_DOWNLOAD_CHUNK = 64 * 1024
+
+#: Video jobs (with their files) a long-running sandbox keeps; older ones are gone, like expired files.
+KEPT_VIDEO_JOBS = 1024
 
 _FILTER_REASON = "Sandbox: the prompt was blocked by the safety filter."
 _VERTEX_VIDEO_TYPE = "type.googleapis.com/cloud.ai.large_models.vision.GenerateVideoResponse"
@@ -99,19 +101,15 @@ def google_status(code: int) -> str:
     return _GOOGLE_STATUS.get(code, "UNKNOWN")
 
 
-class FakeGenAI(FakeUpstream):
+class SandboxGenAI(LoopbackUpstream):
     """Google GenAI (Veo ``predictLongRunning``, Imagen ``predict``, Gemini ``generateContent``).
 
-    Attributes a test may change at run time: ``latency``, ``video_seconds``, ``polls_until_done``,
+    Attributes a caller may change at run time: ``latency``, ``video_seconds``, ``polls_until_done``,
     ``video_outcome``, ``image_outcome``, ``oversize_bytes``, ``download_redirect_to``,
-    ``video_uri_origin`` (the host finished Developer-API videos name), ``download_chunked`` (serve
-    downloads without Content-Length, in pieces, counting in ``download_bytes_sent`` what was sent).
+    ``video_uri_origin`` (the host finished Developer-API videos name).
     """
 
     root_path = ""
-
-    #: Files of every FakeGenAI in this process, so one fake can serve another's redirect.
-    _all_files: ClassVar[dict[str, bytes]] = {}
 
     def __init__(
         self,
@@ -133,28 +131,10 @@ class FakeGenAI(FakeUpstream):
         self.oversize_bytes: int = oversize_bytes
         self.download_redirect_to: str | None = download_redirect_to
         self.video_uri_origin: str = GOOGLE_FILES_ORIGIN
-        self.download_chunked: bool = False
-        #: Bytes each finished chunked download managed to send before it ended or the client left.
-        self.download_bytes_sent: list[int] = []
         self.operations: dict[str, _Operation] = {}
         self.files: dict[str, bytes] = {}
 
-    # -- helpers for tests ---------------------------------------------------------------------------
-
-    @property
-    def video_generation_requests(self) -> list[RecordedRequest]:
-        """Every ``predictLongRunning`` call: one per video the caller paid for."""
-        return [r for r in self.requests if r.route == "predictLongRunning"]
-
-    @property
-    def poll_requests(self) -> list[RecordedRequest]:
-        """Every operation poll (``fetchPredictOperation`` or ``GET .../operations/{id}``)."""
-        return [r for r in self.requests if r.route == "operation"]
-
-    @property
-    def download_requests(self) -> list[RecordedRequest]:
-        """Every file download."""
-        return [r for r in self.requests if r.route == "download"]
+    # -- URLs ---------------------------------------------------------------------------------------
 
     def download_url(self, file_id: str) -> str:
         """Where this fake serves a generated video."""
@@ -167,10 +147,6 @@ class FakeGenAI(FakeUpstream):
     def error_body(self, code: int, message: str) -> dict[str, Any]:
         """Google's error shape."""
         return {"error": {"code": code, "message": message, "status": google_status(code)}}
-
-    def _on_stopped(self) -> None:
-        for file_id in self.files:
-            self._all_files.pop(file_id, None)
 
     # -- routing ------------------------------------------------------------------------------------
 
@@ -199,7 +175,7 @@ class FakeGenAI(FakeUpstream):
         return json_response(self.error_body(code, message), code)
 
     async def dispatch(self, request: web.Request, recorded: RecordedRequest) -> web.StreamResponse:
-        """Authenticate (downloads excepted: they model signed URLs), apply a fault, then answer."""
+        """Authenticate (downloads excepted: they model signed URLs), then answer (shaped by ``intercept``)."""
         route = recorded.route
         if route is None:
             return self._error(404, f"Sandbox: no route for {request.method} {request.path}")
@@ -209,9 +185,10 @@ class FakeGenAI(FakeUpstream):
                 "Method doesn't allow unregistered callers (callers without established identity). "
                 "Please use API Key or other form of API consumer identity to call this API.",
             )
-        answer, fault = await self.take_route_fault(request, route)
-        if answer is not None:
-            return answer
+        shape = await self.intercept(request, route)
+        if isinstance(shape, web.StreamResponse):
+            return shape
+        shape = shape or ReplyShape()
         body = recorded.json if isinstance(recorded.json, dict) else {}
 
         if route == "download":
@@ -228,10 +205,7 @@ class FakeGenAI(FakeUpstream):
             return self._create_operation(model, prefix, body)
         if route == "predict":
             return self._predict(body)
-        text = fault.text if fault is not None and fault.kind == "content" else None
-        finish = fault.text if fault is not None and fault.kind == "finish_reason" else None
-        refused = fault is not None and fault.kind == "refusal"
-        return self._generate_content(model, body, text, finish, refused)
+        return self._generate_content(model, body, shape.content, shape.finish_reason, shape.refusal is not None)
 
     # -- Veo ----------------------------------------------------------------------------------------
 
@@ -275,8 +249,11 @@ class FakeGenAI(FakeUpstream):
                 file_id = uuid.uuid4().hex[:16]
                 operation.file_ids.append(file_id)
                 self.files[file_id] = data
-                self._all_files[file_id] = data
         self.operations[name] = operation
+        while len(self.operations) > KEPT_VIDEO_JOBS:
+            expired = self.operations.pop(next(iter(self.operations)))
+            for file_id in expired.file_ids:
+                self.files.pop(file_id, None)
         return json_response({"name": name})
 
     def _poll(self, request: web.Request, body: dict[str, Any]) -> web.Response:
@@ -331,31 +308,18 @@ class FakeGenAI(FakeUpstream):
         if self.download_redirect_to:
             target = f"{self.download_redirect_to.rstrip('/')}/v1beta/files/{file_id}:download?alt=media"
             return web.Response(status=302, headers={"Location": target})
-        data = self.files.get(file_id) or self._all_files.get(file_id)
+        data = self.stored_file(file_id)
         if data is None:
             return self._error(404, f"Sandbox: file {file_id!r} not found.")
-        if not self.download_chunked:
-            return web.Response(body=data, content_type="video/mp4")
-        return await self._download_chunked(request, data)
+        return await self.send_file(request, data)
 
-    async def _download_chunked(self, request: web.Request, data: bytes) -> web.StreamResponse:
-        """Send ``data`` without a Content-Length, piece by piece, until done or the client leaves."""
-        response = web.StreamResponse(headers={"Content-Type": "video/mp4"})
-        response.enable_chunked_encoding()
-        sent = 0
-        try:
-            await response.prepare(request)
-            view = memoryview(data)
-            for start in range(0, len(data), _DOWNLOAD_CHUNK):
-                piece = view[start : start + _DOWNLOAD_CHUNK]
-                await response.write(piece.tobytes())
-                sent += len(piece)
-            await response.write_eof()
-        except ConnectionError:
-            pass  # the client stopped reading and closed the connection
-        finally:
-            self.download_bytes_sent.append(sent)
-        return response
+    def stored_file(self, file_id: str) -> bytes | None:
+        """The bytes of a generated file, or None when there is no such file."""
+        return self.files.get(file_id)
+
+    async def send_file(self, request: web.Request, data: bytes) -> web.StreamResponse:
+        """The answer to a download of ``data``."""
+        return web.Response(body=data, content_type="video/mp4")
 
     # -- Imagen -------------------------------------------------------------------------------------
 

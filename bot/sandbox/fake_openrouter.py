@@ -1,7 +1,7 @@
-"""A loopback OpenRouter (OpenAI-compatible chat completions) for tests, benchmarks and the sandbox.
+"""A loopback OpenRouter (OpenAI-compatible chat completions) for the sandbox, benchmarks and tests.
 
-It speaks the wire format the openai SDK expects, invents plausible content that satisfies a requested
-JSON schema, and can be told to misbehave (faults) the way the real upstream does.
+It speaks the wire format the openai SDK expects and invents plausible content that satisfies a
+requested JSON schema.
 """
 
 from __future__ import annotations
@@ -10,14 +10,13 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
-from bot.sandbox.faults import FakeUpstream, RecordedRequest, json_response
+from bot.sandbox.upstream import LoopbackUpstream, RecordedRequest, ReplyShape, json_response
 
-__all__ = ["FakeOpenRouter", "SchemaSynthesizer", "last_user_text", "synthesize_json", "topic_words"]
+__all__ = ["SandboxOpenRouter", "SchemaSynthesizer", "last_user_text", "synthesize_json", "topic_words"]
 
 _EXACTLY = re.compile(r"exactly\s+(\d+)", re.IGNORECASE)
 _TOPIC = re.compile(r"(?:\babout\b|:)\s*(\S.*)", re.IGNORECASE | re.DOTALL)
@@ -272,11 +271,10 @@ def synthesize_json(schema: dict[str, Any], prompt: str, max_items: int | None =
     return SchemaSynthesizer(schema, prompt, max_items).build()
 
 
-class FakeOpenRouter(FakeUpstream):
+class SandboxOpenRouter(LoopbackUpstream):
     """OpenRouter's ``/api/v1/chat/completions`` on a loopback port.
 
-    Attributes a test may change at run time: ``latency``, ``responder`` (request JSON -> content),
-    ``known_models`` (None accepts any model).
+    Attributes a caller may change at run time: ``latency``, ``known_models`` (None accepts any model).
     """
 
     root_path = "/api/v1"
@@ -285,18 +283,11 @@ class FakeOpenRouter(FakeUpstream):
         self,
         latency: float = 0.0,
         *,
-        responder: Callable[[dict[str, Any]], str] | None = None,
         known_models: set[str] | None = None,
         shutdown_timeout: float = 0.25,
     ) -> None:
         super().__init__(latency, shutdown_timeout=shutdown_timeout)
-        self.responder: Callable[[dict[str, Any]], str] | None = responder
         self.known_models: set[str] | None = known_models
-
-    @property
-    def chat_requests(self) -> list[RecordedRequest]:
-        """Requests that reached ``chat/completions``."""
-        return [r for r in self.requests if r.route == "chat"]
 
     def error_body(self, code: int, message: str) -> dict[str, Any]:
         """OpenRouter's error shape."""
@@ -311,7 +302,7 @@ class FakeOpenRouter(FakeUpstream):
         return None
 
     async def dispatch(self, request: web.Request, recorded: RecordedRequest) -> web.StreamResponse:
-        """Authenticate, apply a queued fault if any, then answer."""
+        """Validate like OpenRouter, then answer (shaped by ``intercept``)."""
         route = recorded.route
         if route == "models" and request.method == "GET":
             ids = sorted(self.known_models or {"openrouter/sandbox"})
@@ -331,27 +322,29 @@ class FakeOpenRouter(FakeUpstream):
         if not isinstance(body.get("messages"), list) or not body["messages"]:
             return json_response(self.error_body(400, "messages: Input required"), 400)
 
-        answer, fault = await self.take_route_fault(request, route)
-        if answer is not None:
-            return answer
-
+        shape = await self.intercept(request, route)
+        if isinstance(shape, web.StreamResponse):
+            return shape
+        shape = shape or ReplyShape()
         content: str | None
         refusal: str | None = None
-        finish_reason = "stop"
-        if fault is not None and fault.kind == "refusal":
-            content, refusal = None, fault.text or ""
-        elif fault is not None and fault.kind == "content":
-            content = fault.text or ""
-        elif fault is not None and fault.kind == "lazy":
-            content = self.synthesize(body, max_items=fault.items)
+        if shape.refusal is not None:
+            content, refusal = None, shape.refusal
+        elif shape.content is not None:
+            content = shape.content
+        elif shape.max_items is not None:
+            content = self.synthesize(body, max_items=shape.max_items)
         else:
-            content = self.responder(body) if self.responder is not None else self.synthesize(body)
-        if fault is not None and fault.kind == "finish_reason":
-            finish_reason = fault.text or "stop"
+            content = self.reply_text(body)
+        finish_reason = shape.finish_reason or "stop"
 
         if body.get("stream"):
             return await self._stream(request, body, content, refusal, finish_reason)
         return json_response(self._completion(body, content, refusal, finish_reason))
+
+    def reply_text(self, body: dict[str, Any]) -> str:
+        """The content of a normal answer to ``body``."""
+        return self.synthesize(body)
 
     @staticmethod
     def synthesize(body: dict[str, Any], max_items: int | None = None) -> str:

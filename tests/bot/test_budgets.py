@@ -257,8 +257,8 @@ async def test_estimates_cover_the_real_cost(make_runtime: RuntimeFactory, name:
 async def test_a_burst_larger_than_the_redis_pool_waits_for_connections(
     make_runtime: RuntimeFactory, fake_openrouter: FakeOpenRouter, redis_url: str
 ) -> None:
-    """Regression: past redis-py's default 100 connections, commands failed with "Too many
-    connections" instead of waiting for a free one."""
+    """Past redis-py's default 100 connections, commands wait for a free one instead of failing
+    with "Too many connections"."""
     prefix = f"reelwright:test:{uuid.uuid4().hex}"
     runtime = await make_runtime(redis_url=redis_url, redis_key_prefix=prefix, job_queue_name=f"{prefix}:jobs")
     fake_openrouter.latency = 0.2

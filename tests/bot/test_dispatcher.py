@@ -14,7 +14,7 @@ from bot.core.jobs import JobCommands
 from bot.core.rendering import plural, story_sets_blocks
 from bot.core.replies import Reply
 from bot.logging_setup import CorrelationFilter
-from services.character import CharacterAnalysis
+from services.characters import CharacterAnalysis
 from services.memory import UserMemory
 from services.story import Story, StorySegment, StorySets
 from services.usage import Usage
@@ -136,6 +136,7 @@ async def test_trends(upstreams: Upstreams) -> None:
     assert all("Hook:" in block and "Why now:" in block for block in reply.blocks[1:])
 
 
+@pytest.mark.usefixtures("sqlite_database")  # the character book
 async def test_character_with_a_real_png(upstreams: Upstreams) -> None:
     text, _ = upstreams
     reply, responder = await run(make_core(), "character", "Captain", image=uploaded(png_bytes(40, 30)))
@@ -263,6 +264,7 @@ BAD_INPUT: list[tuple[str, str, dict[str, Any], tuple[str, ...]]] = [
     BAD_INPUT,
     ids=[f"{c}-{i}" for i, (c, *_rest) in enumerate(BAD_INPUT)],
 )
+@pytest.mark.usefixtures("sqlite_database")  # the character book
 async def test_bad_input_is_refused_before_any_paid_call(
     upstreams: Upstreams, command: str, text: str, extra: dict[str, Any], expected: tuple[str, ...]
 ) -> None:
@@ -486,6 +488,7 @@ async def test_story_with_a_remembered_character(upstreams: Upstreams, local_job
     assert description in media.video_generation_requests[-1].json["instances"][0]["prompt"]
 
 
+@pytest.mark.usefixtures("sqlite_database")  # the character book
 async def test_characters_are_per_user(upstreams: Upstreams) -> None:
     core = make_core()
     await run(core, "character", "Captain", image=uploaded(png_bytes()))
@@ -498,6 +501,7 @@ async def test_characters_are_per_user(upstreams: Upstreams) -> None:
     assert reply.is_error and "none yet" in reply.text
 
 
+@pytest.mark.usefixtures("sqlite_database")  # the character book
 async def test_character_named_with_name_option(upstreams: Upstreams) -> None:
     core = make_core()
     analysed, _ = await run(core, "character", "name=Captain", image=uploaded(png_bytes()))

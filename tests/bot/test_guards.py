@@ -165,8 +165,8 @@ async def test_admin_users_setting_grants_admin_commands(make_runtime: RuntimeFa
 async def test_a_bad_expensive_request_gets_its_error_not_a_price(
     make_runtime: RuntimeFactory, fake_genai: FakeGenAI
 ) -> None:
-    """Regression: the cost question came before /video's own checks, so a request that could never
-    run was priced first and only refused after the user confirmed."""
+    """/video's own checks come before the cost question: a request that can never run is refused
+    at once, not priced and refused only after the user confirmed."""
     runtime = await make_runtime(confirm_above_usd=1.0)
     for text, message in [
         ("duration=8", "Describe the video"),

@@ -15,8 +15,7 @@ from bot.core.catalog import build_commands
 from bot.core.dispatcher import ChatCore
 from bot.core.jobs import JobCommands
 from connectors.database import sessions
-from services.character import CharacterProfile
-from services.characters import DatabaseCharacterBook
+from services.characters import CharacterProfile, DatabaseCharacterBook
 from services.config import configure_services
 from services.jobs import JobLate, JobOutcome, JobService
 from services.ledger import UsageLedger

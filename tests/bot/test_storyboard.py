@@ -73,7 +73,7 @@ def test_cells_are_spread_evenly_over_the_rows() -> None:
 
 
 def test_a_long_title_is_cut_to_the_room_a_narrow_sheet_has() -> None:
-    """Regression: on a one-cell sheet a long title ran under the summary and off the image."""
+    """On a one-cell sheet a long title must fit its width, or it runs under the summary and off the image."""
     title = "A very long title about a dragon who learns to fly over the misty mountains"
     fitted = storyboard._fit(title, 30, 200)
     assert fitted.endswith("…") and title.startswith(fitted[:-1].rstrip())

@@ -153,6 +153,7 @@ async def test_download_redirect_to_another_host_does_not_carry_the_key(fake_gen
     await other.start()
     try:
         fake_genai.download_redirect_to = other.origin
+        other.serve_files_of(fake_genai)
         genai_connector.configure_genai(genai_config(fake_genai))
         status = await finish(await start_video(model=MODEL, prompt="x", duration_seconds=4, aspect_ratio="16:9"))
         assert is_mp4(await fetch_video(status))

@@ -62,7 +62,7 @@ async def test_structured_output_sends_strict_json_schema(connector: FakeOpenRou
 
 
 def test_strict_schema_keeps_a_property_called_title() -> None:
-    """Regression: stripping the ``title`` keyword once removed a property named ``title``."""
+    """Stripping the ``title`` keyword keeps a property that happens to be named ``title``."""
     schema = strict_json_schema(Titled.model_json_schema())
     assert set(schema["properties"]) == {"title", "items"}
     assert schema["required"] == ["title", "items"]

@@ -15,8 +15,8 @@ from connectors.resilience import (
     CircuitBreaker,
     CircuitOpen,
     CircuitState,
-    GuardConfig,
     UpstreamBusy,
+    UpstreamGuardConfig,
     add_call_observer,
     configure_guard,
     guard_for,
@@ -47,7 +47,9 @@ def clock() -> FakeClock:
 async def text(fake_openrouter: FakeOpenRouter, clock: FakeClock):
     """OpenRouter with no SDK retries and a breaker of 3 failures / 30 s on a fake clock."""
     openai_connector.configure_openai(openrouter_config(fake_openrouter))
-    configure_guard(openai_connector.PROVIDER, GuardConfig(failure_threshold=3, cooldown_seconds=30), clock=clock)
+    configure_guard(
+        openai_connector.PROVIDER, UpstreamGuardConfig(failure_threshold=3, cooldown_seconds=30), clock=clock
+    )
     yield fake_openrouter
     await openai_connector.close_openai_client()
 
@@ -55,7 +57,9 @@ async def text(fake_openrouter: FakeOpenRouter, clock: FakeClock):
 @pytest.fixture
 async def media(fake_genai: FakeGenAI, clock: FakeClock):
     genai_connector.configure_genai(genai_config(fake_genai))
-    configure_guard(genai_connector.PROVIDER, GuardConfig(failure_threshold=2, cooldown_seconds=20), clock=clock)
+    configure_guard(
+        genai_connector.PROVIDER, UpstreamGuardConfig(failure_threshold=2, cooldown_seconds=20), clock=clock
+    )
     yield fake_genai
     await genai_connector.close_genai_client()
 
@@ -199,7 +203,7 @@ async def hold_slot(provider: str, operation: str, entered: asyncio.Event, relea
 
 
 async def test_a_full_line_is_refused_and_waiters_learn_their_place(text: FakeOpenRouter) -> None:
-    configure_guard("openrouter", GuardConfig(max_concurrent=1, max_waiting=1))
+    configure_guard("openrouter", UpstreamGuardConfig(max_concurrent=1, max_waiting=1))
     entered, release = asyncio.Event(), asyncio.Event()
     holder = asyncio.create_task(hold_slot("openrouter", "text", entered, release))
     await entered.wait()
@@ -278,7 +282,7 @@ async def test_positions_move_up_and_a_cancelled_waiter_leaves_the_line() -> Non
 
 
 async def test_media_calls_wait_in_their_own_line(media: FakeGenAI) -> None:
-    configure_guard("google", GuardConfig(max_concurrent=1, max_waiting=0))
+    configure_guard("google", UpstreamGuardConfig(max_concurrent=1, max_waiting=0))
     entered, release = asyncio.Event(), asyncio.Event()
     holder = asyncio.create_task(hold_slot("google", "video_start", entered, release))
     await entered.wait()

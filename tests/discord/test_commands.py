@@ -122,6 +122,7 @@ async def test_a_long_story_keeps_embed_limits_and_attaches_the_whole_story(bot:
     assert len(story["segments"]) == 40
 
 
+@pytest.mark.usefixtures("sqlite_database")  # the character book
 async def test_character_reads_the_attachment_from_the_cdn(bot: DiscordBot) -> None:
     image = bot.fake.add_attachment("hero.png", png_bytes())
     d = await bot.fake.slash("character", {"name": "Captain"}, attachments={"image": image})

@@ -1,7 +1,6 @@
-"""Loopback fakes of the AI upstreams; they ship in ``bot.sandbox`` and tests reach them here."""
+"""Loopback fakes for tests: the sandbox's AI upstreams with faults and full history, the Bot API, Discord."""
 
-from bot.sandbox.fake_genai import FakeGenAI
-from bot.sandbox.fake_openrouter import FakeOpenRouter
-from bot.sandbox.faults import Fault, RecordedRequest
+from tests.fakes.ai import FakeGenAI, FakeOpenRouter
+from tests.fakes.faults import Fault, RecordedRequest
 
 __all__ = ["FakeGenAI", "FakeOpenRouter", "Fault", "RecordedRequest"]

@@ -1,5 +1,5 @@
 """A loopback Discord for the real discord.py client: REST (under ``Route.BASE``), the gateway
-websocket and an attachment CDN, all on one aiohttp server on 127.0.0.1 (WIRE.md §4).
+websocket and an attachment CDN, all on one aiohttp server on 127.0.0.1.
 
 It records every REST call (multipart bodies parsed into ``payload`` and ``files``), remembers the
 commands the bot synced so that ``slash()`` can build correctly typed options from them, dispatches
@@ -19,7 +19,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from bot.sandbox.faults import FakeUpstream, Fault, RecordedRequest, json_response
+from bot.sandbox.upstream import json_response
+from tests.fakes.faults import Fault, InstrumentedUpstream, RecordedRequest
 from tests.fakes.multipart import parse_form_data
 
 __all__ = ["DiscordCall", "FakeDiscord", "Fault", "UploadedFile"]
@@ -91,7 +92,7 @@ def _parse_multipart(content_type: str, body: bytes) -> tuple[Any, list[Uploaded
     return payload, files
 
 
-class FakeDiscord(FakeUpstream):
+class FakeDiscord(InstrumentedUpstream):
     """Discord's REST API, gateway and CDN for one bot, one guild and one text channel."""
 
     root_path = "/api/v10"

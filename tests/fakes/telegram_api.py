@@ -1,4 +1,4 @@
-"""A loopback fake of the Telegram Bot API (WIRE.md §3), for the real python-telegram-bot client.
+"""A loopback fake of the Telegram Bot API, for the real python-telegram-bot client.
 
 It speaks the wire: ``POST /bot{token}/{method}`` with form-urlencoded or multipart bodies,
 ``{"ok": true, "result": ...}`` answers, Telegram's error JSON (``error_code``, ``description``,
@@ -21,7 +21,8 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from bot.sandbox.faults import FakeUpstream, Fault, RecordedRequest, json_response
+from bot.sandbox.upstream import json_response
+from tests.fakes.faults import Fault, InstrumentedUpstream, RecordedRequest
 from tests.fakes.multipart import parse_form_data
 
 BOT_ID = 7_000_000_001
@@ -93,7 +94,7 @@ class StoredFile:
         self.served_size = max(self.served_size, len(self.data))
 
 
-class FakeTelegramAPI(FakeUpstream):
+class FakeTelegramAPI(InstrumentedUpstream):
     """The Bot API on 127.0.0.1: records every call, serves updates, files and faults.
 
     ``rate_limit`` (messages per second, sliding one-second window over ``RATE_LIMITED_METHODS``) makes it

@@ -407,10 +407,11 @@ async def test_veo_developer_mode(gemini: genai.Client, google: FakeGenAI) -> No
         await other.start()
         try:
             google.download_redirect_to = other.base_url
+            other.serve_files_of(google)
             async with session.get(google.download_url(file_id), allow_redirects=False) as response:
                 assert response.status == 302
                 assert response.headers["Location"] == other.download_url(file_id)
-            # Finding: the SDK (aiohttp) forwards x-goog-api-key to the redirect target.
+            # The SDK (aiohttp) forwards x-goog-api-key to the redirect target.
             assert (await gemini.aio.files.download(file=f"files/{file_id}")).startswith(MP4_FTYP)
             assert other.download_requests[-1].headers.get("x-goog-api-key") == "k"
         finally:
@@ -531,6 +532,66 @@ async def test_sandbox_process() -> None:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+# -- 7. a long-running sandbox stays small --------------------------------------------------------------
+
+
+async def test_sandbox_keeps_counts_and_only_recent_requests() -> None:
+    from bot.sandbox.fake_openrouter import SandboxOpenRouter
+    from bot.sandbox.upstream import RECENT_REQUESTS
+
+    sandbox = SandboxOpenRouter()
+    await sandbox.start()
+    try:
+        sent = RECENT_REQUESTS + 8
+        async with openai.AsyncOpenAI(api_key="k", base_url=sandbox.base_url, max_retries=0) as client:
+            for _ in range(sent):
+                await _chat(client)
+        assert not hasattr(sandbox, "requests"), "the sandbox keeps no full request history"
+        assert len(sandbox.recent_requests) == RECENT_REQUESTS
+        assert sandbox.stats() == {"requests": sent, "connections": 1, "api_connections": 1, "routes": {"chat": sent}}
+    finally:
+        await sandbox.stop()
+
+
+async def test_video_files_belong_to_the_fake_that_made_them(google: FakeGenAI) -> None:
+    other = FakeGenAI()
+    await other.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.post(
+                f"{google.base_url}/v1beta/models/{VEO}:predictLongRunning",
+                json={"instances": [{"prompt": "a cat"}]},
+                headers={"x-goog-api-key": "k"},
+            ) as response:
+                assert response.status == 200
+            [file_id] = google.files
+            async with session.get(other.download_url(file_id)) as response:
+                assert response.status == 404
+            other.serve_files_of(google)
+            async with session.get(other.download_url(file_id)) as response:
+                assert response.status == 200 and (await response.read()).startswith(MP4_FTYP)
+    finally:
+        await other.stop()
+
+
+async def test_sandbox_forgets_its_oldest_video_jobs(google: FakeGenAI, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot.sandbox import fake_genai
+
+    monkeypatch.setattr(fake_genai, "KEPT_VIDEO_JOBS", 2)
+    names = []
+    async with aiohttp.ClientSession() as session:
+        for prompt in ("one", "two", "three"):
+            async with session.post(
+                f"{google.base_url}/v1beta/models/{VEO}:predictLongRunning",
+                json={"instances": [{"prompt": prompt}]},
+                headers={"x-goog-api-key": "k"},
+            ) as response:
+                names.append((await response.json())["name"])
+        assert list(google.operations) == names[1:] and len(google.files) == 2
+        async with session.get(f"{google.base_url}/v1beta/{names[0]}", headers={"x-goog-api-key": "k"}) as response:
+            assert response.status == 404
 
 
 # -- building blocks ------------------------------------------------------------------------------------

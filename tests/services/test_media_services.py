@@ -11,7 +11,7 @@ from PIL import Image
 from bot.sandbox.media import tiny_png
 from connectors import genai_connector
 from connectors.errors import ContentBlocked, RateLimited, UserInputError
-from services.character import CharacterProfile, analyze_character_from_image
+from services.characters import CharacterProfile, analyze_character_from_image
 from services.config import configure_services
 from services.images import check_image
 from services.thumbnail import ThumbnailRequest, generate_thumbnail_image

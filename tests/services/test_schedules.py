@@ -120,7 +120,7 @@ async def test_two_processes_one_slot_one_post(service: ScheduleService, upstrea
     await second.reconcile()
     await first.fire(added.id)  # the cron trigger firing too changes nothing
     clock.now += timedelta(days=1, hours=3)
-    await first.fire(added.id)  # nor does a stray fire long after a slot (regression: it ignored grace)
+    await first.fire(added.id)  # nor a stray fire long after a slot: past the grace time it is skipped
     await first.idle()
     await second.idle()
     assert recorder.posts == [(added.id, "cooking")]

@@ -228,6 +228,7 @@ async def test_an_unreachable_api_is_a_clear_start_error(make_runtime: RuntimeFa
         await TelegramService(runtime).start()
 
 
+@pytest.mark.usefixtures("sqlite_database")  # the character book
 async def test_ptb_own_httpx_transport_works_too(start_bot: object) -> None:
     options = TelegramOptions(transport="httpx", progress=ProgressPolicy(status_delay=0.0, edit_interval=0.0))
     tg: TelegramBot = await start_bot(options, telegram_local_api=None)  # type: ignore[operator]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bot.telegram.app import TelegramOptions
 from tests.bot.helpers import PNG_SIGNATURE, png_bytes
 from tests.fakes.telegram_api import ApiCall
@@ -84,6 +86,7 @@ async def test_self_hosted_undeclared_200_mb_document_is_cut_off_at_the_cap(star
     assert tg.text.chat_requests == []
 
 
+@pytest.mark.usefixtures("sqlite_database")  # the character book
 async def test_self_hosted_undeclared_image_under_the_cap_is_streamed_whole(start_bot: StartBot) -> None:
     tg = await self_hosted(start_bot)
     image = png_bytes(640, 480)
@@ -106,6 +109,7 @@ async def test_httpx_transport_streams_with_the_cap_too(start_bot: StartBot) -> 
     assert tg.api.bytes_served < 200 * MB
 
 
+@pytest.mark.usefixtures("sqlite_database")  # the character book
 async def test_a_local_bot_api_path_is_read_from_disk(start_bot: StartBot, tmp_path: Path) -> None:
     """A server run with --local answers getFile with a path on this machine: read, capped, from disk."""
     tg = await self_hosted(start_bot)

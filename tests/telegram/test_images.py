@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 from dataclasses import replace
 
+import pytest
+
 from services.config import configure_services, service_config
 from tests.bot.helpers import png_bytes
 from tests.fakes.telegram_api import ApiCall
@@ -22,6 +24,7 @@ def downloads(tg: TelegramBot) -> int:
     return len([r for r in tg.api.requests if r.path.startswith("/file/bot")])
 
 
+@pytest.mark.usefixtures("sqlite_database")  # the character book
 async def test_character_as_a_photo_caption(tg: TelegramBot) -> None:
     image = png_bytes(64, 64)
     calls = await tg.push(tg.api.message(CHAT, caption="/character Captain", photo=tg.api.photo(image)))
@@ -37,6 +40,7 @@ async def test_character_as_a_photo_caption(tg: TelegramBot) -> None:
     assert not any("⚠️" in t for t in shown(story))
 
 
+@pytest.mark.usefixtures("sqlite_database")  # the character book
 async def test_character_as_a_reply_to_a_photo(tg: TelegramBot) -> None:
     photo_message = tg.api.message(CHAT, photo=tg.api.photo(png_bytes()))
     await tg.push(photo_message)  # a photo without a command: no answer
@@ -45,6 +49,7 @@ async def test_character_as_a_reply_to_a_photo(tg: TelegramBot) -> None:
     assert shown(calls)[1].startswith("🧑\u200d🎨 Hero")
 
 
+@pytest.mark.usefixtures("sqlite_database")  # the character book
 async def test_an_image_sent_as_a_document(tg: TelegramBot) -> None:
     document = tg.api.document(png_bytes(), "hero.png", "image/png")
     calls = await tg.push(tg.api.message(CHAT, caption="/character Doc", document=document))
