@@ -23,6 +23,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,7 @@ class JobView(BaseModel):
     finished_at: datetime | None
     delivered_at: datetime | None
     error: str | None
-    cost_usd: str | None
+    cost: Decimal | None
     has_result: bool
 
 
@@ -408,7 +409,7 @@ class JobService:
         cost = await self._account(job, payload, "thumbnail", thumbnail.model, thumbnail.usage)
         await self._store_result(job.id, extension, thumbnail.image, thumbnail.mime_type, cost)
 
-    async def _store_result(self, job_id: str, extension: str, data: bytes, mime: str, cost: str | None) -> None:
+    async def _store_result(self, job_id: str, extension: str, data: bytes, mime: str, cost: Decimal | None) -> None:
         """The result goes to MEDIA_DIR (never the database); the row records where, and the cost."""
         path = self.media_dir / "results" / f"{job_id}.{extension}"
         await asyncio.to_thread(_write_file, path, data)
@@ -418,12 +419,12 @@ class JobService:
             result_path=str(path),
             result_mime=mime,
             finished_at=utcnow(),
-            cost_usd=cost,
+            cost=cost,
         )
 
     async def _account(
         self, job: JobRecord, payload: VideoPayload | ThumbnailPayload, command: str, model: str, usage: Usage
-    ) -> str | None:
+    ) -> Decimal | None:
         """Record the paid usage against the job's user and chat (works for resumed jobs too), and
         settle the budget held for it to that real cost."""
         if self.ledger is None:
@@ -437,7 +438,7 @@ class JobService:
         )
         if payload.reservation is not None and self.budgets is not None:
             await self.budgets.settle(payload.reservation, cost)
-        return f"{cost:.2f}"
+        return cost
 
     async def _fail(self, job_id: str, message: str) -> None:
         await self._set(job_id, state=JobState.FAILED, error=message, finished_at=utcnow())
@@ -507,7 +508,7 @@ class JobService:
                     finished_at=as_utc(job.finished_at),
                     delivered_at=as_utc(job.delivered_at),
                     error=job.error,
-                    cost_usd=job.cost_usd,
+                    cost=job.cost,
                     has_result=job.result_path is not None,
                 )
                 for job in rows

@@ -3,8 +3,9 @@
 Writes are buffered and flushed in batches (one INSERT per command would cost more CPU than the
 command itself under load); this month's totals for every user and chat are loaded with one
 grouped query and refreshed every ``refresh_every`` seconds, and kept current in memory between
-refreshes, so a budget check costs no query. With several processes a budget can overshoot by what
-the others spent since the last refresh. Periods are UTC days and UTC months.
+refreshes, so reading a total costs no query. Budgets are enforced by reservations on top of these
+totals (``services.budgets``), shared through Redis when several processes run. Costs are exact
+decimals, stored as whole micro-dollars. Periods are UTC days and UTC months.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Float, case, cast, func, insert, select
+from sqlalchemy import case, func, insert, select
 
 from connectors.database import sessions
 from services.metrics import record_spend
@@ -81,7 +82,7 @@ class UsageLedger:
                 "completion_tokens": usage.completion_tokens,
                 "video_seconds": usage.video_seconds,
                 "images": usage.images,
-                "cost_usd": str(cost),
+                "cost": cost,
                 "created_at": utcnow(),
             }
         )
@@ -121,8 +122,8 @@ class UsageLedger:
             self._refreshed_at = time.monotonic()
             await self._flush_locked()
             day, month = day_start(now), month_start(now)
-            cost = cast(UsageRecord.cost_usd, Float)
-            today_cost = case((UsageRecord.created_at >= day, cost), else_=0.0)
+            cost = UsageRecord.cost
+            today_cost = case((UsageRecord.created_at >= day, cost), else_=Decimal(0))
             totals: dict[tuple[str, str], list[Decimal]] = {}
             async with sessions()() as session:
                 for kind, column in (("user", UsageRecord.user_key), ("chat", UsageRecord.chat_key)):
@@ -136,16 +137,16 @@ class UsageLedger:
             self._totals = totals
             self._period = (day, month)
             for row in self._pending:
-                self._add(row["user_key"], row["chat_key"], Decimal(row["cost_usd"]))
+                self._add(row["user_key"], row["chat_key"], row["cost"])
 
     async def top_users(self, chat_key: str, since: datetime, limit: int = 5) -> list[tuple[str, Decimal]]:
         await self.flush()
         async with sessions()() as session:
             rows = await session.execute(
-                select(UsageRecord.user_key, func.sum(cast(UsageRecord.cost_usd, Float)))
+                select(UsageRecord.user_key, func.sum(UsageRecord.cost))
                 .where(UsageRecord.chat_key == chat_key, UsageRecord.created_at >= since)
                 .group_by(UsageRecord.user_key)
-                .order_by(func.sum(cast(UsageRecord.cost_usd, Float)).desc())
+                .order_by(func.sum(UsageRecord.cost).desc())
                 .limit(limit)
             )
             return [(user, _decimal(total)) for user, total in rows]
@@ -177,5 +178,6 @@ class UsageLedger:
                 log.exception("flushing usage records failed; will retry")
 
 
-def _decimal(value: object) -> Decimal:
-    return Decimal(str(value or 0)).quantize(Decimal("0.000001"))
+def _decimal(value: Decimal | None) -> Decimal:
+    """A sum from the database (None when there are no rows), in whole micro-dollars."""
+    return (value or Decimal(0)).quantize(Decimal("0.000001"))

@@ -28,6 +28,7 @@ from limits.strategies import MovingWindowRateLimiter
 from bot.core.commands import Command, Option, OptionKind
 from bot.core.context import CommandContext, is_chat_admin
 from bot.core.dispatcher import Next
+from bot.core.rendering import money_text
 from bot.core.replies import Reply
 from connectors.errors import QuotaError, UserInputError
 from connectors.redis_client import redis_pool
@@ -67,13 +68,6 @@ def estimate_cost(command: Command, args: dict[str, Any], config: ServiceConfig,
     if command.estimate is None:
         return None
     return sum((prices.cost(model, usage) for model, usage in command.estimate(args, config)), Decimal("0"))
-
-
-def _money(value: Decimal) -> str:
-    """Dollars as people read them: cents, and "under $0.01" for the fractions a text call costs."""
-    if 0 < value < Decimal("0.01"):
-        return "under $0.01"
-    return f"${value:.2f}"
 
 
 def _resets_in(moment: datetime, now: datetime) -> str:
@@ -225,8 +219,8 @@ class Guards:
         return QuotaError(
             f"budget {label} {refusal.limit} exceeded by estimate {estimate}",
             user_message=(
-                f"/{ctx.command.name} would cost about {_money(estimate)}, but {label} budget has "
-                f"{_money(refusal.left)} of {_money(refusal.limit)} left. "
+                f"/{ctx.command.name} would cost about {money_text(estimate)}, but {label} budget has "
+                f"{money_text(refusal.left)} of {money_text(refusal.limit)} left. "
                 f"It resets in {_resets_in(refusal.resets_at, utcnow())}."
             ),
         )
@@ -235,7 +229,7 @@ class Guards:
         token = self._remember(replace(ctx, paid_call_gate=None))
         return Reply(
             blocks=[
-                f"💸 /{ctx.command.name} will cost about {_money(usd)}. "
+                f"💸 /{ctx.command.name} will cost about {money_text(usd)}. "
                 f"Send /confirm {token} within 10 minutes to go ahead."
             ],
             confirmation=token,
@@ -297,17 +291,17 @@ def usage_command(guards: Guards, admin_users: frozenset[str]) -> Command:
         limits = guards.budgets.limits
         lines = [
             "💰 Your spend:",
-            f"today {_money(mine.today)}" + (f" of {_money(limits.user_daily)}" if limits.user_daily else ""),
-            f"this month {_money(mine.this_month)}"
-            + (f" of {_money(limits.user_monthly)}" if limits.user_monthly else ""),
+            f"today {money_text(mine.today)}" + (f" of {money_text(limits.user_daily)}" if limits.user_daily else ""),
+            f"this month {money_text(mine.this_month)}"
+            + (f" of {money_text(limits.user_monthly)}" if limits.user_monthly else ""),
         ]
         is_admin = ctx.invocation is not None and await is_chat_admin(ctx.invocation, admin_users)
         blocks = ["\n".join(lines)]
         if is_admin:
             chat = await guards.ledger.spent("chat", ctx.chat_key, now)
             top = await guards.ledger.top_users(ctx.chat_key, now.replace(day=1, hour=0, minute=0, second=0))
-            admin_lines = [f"🏢 This chat: today {_money(chat.today)}, this month {_money(chat.this_month)}"]
-            admin_lines += [f"  {user}: {_money(total)}" for user, total in top]
+            admin_lines = [f"🏢 This chat: today {money_text(chat.today)}, this month {money_text(chat.this_month)}"]
+            admin_lines += [f"  {user}: {money_text(total)}" for user, total in top]
             blocks.append("\n".join(admin_lines))
         return Reply(blocks=blocks)
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from bot.core.context import ChatRef, CommandContext
-from bot.core.rendering import video_progress_text
+from bot.core.rendering import money_text, video_progress_text
 from bot.core.replies import Media, Reply
 from connectors.errors import UserInputError
 from services.config import service_config
@@ -146,7 +146,7 @@ class JobCommands:
 
 def job_line(view: JobView, now: datetime | None = None) -> str:
     age = _age((now or datetime.now(UTC)) - view.created_at)
-    cost = f" · ${view.cost_usd}" if view.cost_usd else ""
+    cost = f" · {money_text(view.cost)}" if view.cost else ""
     line = f"{STATE_ICONS.get(view.state, '•')} {view.id[:8]} · {view.state} · {age} ago{cost}\n   {view.summary}"
     if view.error:
         line += f"\n   {view.error}"

@@ -4,6 +4,7 @@ split long answers between blocks and never inside one."""
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
 from services.characters import CharacterAnalysis
 from services.free_content import FreeContent
@@ -83,3 +84,10 @@ def video_progress_text(progress: VideoProgress) -> str:
         "downloading": "📥 Fetching the finished video…",
         "done": "✅ Video ready",
     }[progress.stage]
+
+
+def money_text(value: Decimal) -> str:
+    """Dollars as people read them: cents, and "under $0.01" for the fractions a text call costs."""
+    if 0 < value < Decimal("0.01"):
+        return "under $0.01"
+    return f"${value:.2f}"

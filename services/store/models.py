@@ -6,10 +6,15 @@ Media bytes never go in here: results live in MEDIA_DIR and rows hold their path
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import DateTime, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, DateTime, Dialect, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+MICRODOLLARS = Decimal(1_000_000)
 
 
 def utcnow() -> datetime:
@@ -18,6 +23,27 @@ def utcnow() -> datetime:
 
 class Base(DeclarativeBase):
     pass
+
+
+class Money(TypeDecorator[Decimal]):
+    """US dollars: an exact ``Decimal`` in Python, whole micro-dollars (BIGINT) in the database.
+
+    SQLite has no exact decimal column (its NUMERIC keeps 3.2 as a float), and money summed as
+    floats drifts; integers are exact in both databases, and so are their sums.
+    """
+
+    impl = BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> int | None:
+        if value is None:
+            return None
+        return int((Decimal(value) * MICRODOLLARS).to_integral_value())
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        if value is None:
+            return None
+        return Decimal(int(value)) / MICRODOLLARS
 
 
 class JobState(StrEnum):
@@ -58,7 +84,7 @@ class JobRecord(Base):
     result_path: Mapped[str | None] = mapped_column(String(500), nullable=True)
     result_mime: Mapped[str | None] = mapped_column(String(60), nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    cost_usd: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    cost: Mapped[Decimal | None] = mapped_column("cost_micros", Money(), nullable=True)
     lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -125,5 +151,5 @@ class UsageRecord(Base):
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     video_seconds: Mapped[int] = mapped_column(Integer, default=0)
     images: Mapped[int] = mapped_column(Integer, default=0)
-    cost_usd: Mapped[str] = mapped_column(String(20), default="0")
+    cost: Mapped[Decimal] = mapped_column("cost_micros", Money(), default=Decimal(0))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)

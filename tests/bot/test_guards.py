@@ -8,6 +8,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +117,7 @@ async def test_expensive_video_asks_for_confirmation_first(make_runtime: Runtime
     assert len(fake_genai.video_generation_requests) == 1
     assert runtime.jobs is not None
     [job] = await runtime.jobs.list_jobs("telegram:7")
-    assert job.cost_usd == "3.20"
+    assert job.cost == Decimal("3.20")
 
 
 async def test_real_usage_is_recorded_and_shown(make_runtime: RuntimeFactory) -> None:

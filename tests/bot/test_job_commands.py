@@ -178,7 +178,7 @@ async def test_a_video_past_the_deadline_is_answered_late_then_delivered_once_an
     assert outcome.ok and outcome.job_id == view.id and outcome.media_path is not None
     assert outcome.media_path.read_bytes()[4:8] == b"ftyp"
     assert told_late == []  # the command already said so
-    assert (await jobs.list_jobs("test:42"))[0].cost_usd is not None
+    assert (await jobs.list_jobs("test:42"))[0].cost is not None
     assert len(veo.video_generation_requests) == 1
     await ledger.flush()
     async with sessions()() as session:
