@@ -1,7 +1,9 @@
-"""Reelwright's chat commands, declared once: name, help, typed options and handler.
+"""Reelwright's chat commands, each declared once, right above its handler: name, help, typed
+options and cost estimate (``declare``). Adapters derive their platform registration from these.
 
-Handlers only call services and turn results into a ``Reply``; parsing, progress, errors and the
-sandbox label are the chat core's job.
+Handlers only call services and turn results into a ``Reply``; parsing, progress, errors, money and
+the sandbox label are the chat core's job. Adding a command is one declared method here plus its
+service function.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from bot.core.commands import Command, CommandSet, CostEstimate, Option, OptionKind
+from bot.core.commands import CommandSet, CostEstimate, Option, OptionKind, declare, declared_commands
 from bot.core.context import CommandContext
 from bot.core.jobs import JobCommands, address_of
 from bot.core.rendering import (
@@ -94,17 +96,47 @@ def _character_option(what: str) -> Option:
     )
 
 
-def _style_option() -> Option:
-    return Option("style", OptionKind.TEXT, 'tone or visual style, e.g. "dark fantasy"', max_length=120)
+STYLE = Option("style", OptionKind.TEXT, 'tone or visual style, e.g. "dark fantasy"', max_length=120)
+HERO = _character_option("the hero consistent")
+SAME_CHARACTER = _character_option("the character consistent")
+IDEA = Option("idea", OptionKind.TEXT, "what the story is about", required=True, rest=True)
+SEGMENTS = Option(
+    "segments",
+    OptionKind.INTEGER,
+    f"number of clips (1-{MAX_SEGMENTS})",
+    default=5,
+    min_value=1,
+    max_value=MAX_SEGMENTS,
+)
+LONG_SEGMENTS = Option(
+    "segments",
+    OptionKind.INTEGER,
+    f"number of clips (6-{MAX_LONG_SEGMENTS})",
+    default=24,
+    min_value=6,
+    max_value=MAX_LONG_SEGMENTS,
+)
+SETS = Option("sets", OptionKind.INTEGER, f"how many takes (2-{MAX_SETS})", default=3, min_value=2, max_value=MAX_SETS)
+SEGMENTS_PER_SET = Option("segments", OptionKind.INTEGER, "clips per take (1-8)", default=4, min_value=1, max_value=8)
 
 
 class ReelwrightCommands:
-    """Handlers with the per-user memory they share (characters, the last story)."""
+    """The commands, each declared on its handler, with what the handlers share: the per-user memory
+    (the last story), the character book, durable jobs, schedules, and the catalogue (for /help)."""
 
-    def __init__(self, memory: UserMemory, jobs: JobCommands, characters: CharacterBook | None = None) -> None:
+    def __init__(
+        self,
+        catalogue: CommandSet,
+        memory: UserMemory,
+        jobs: JobCommands,
+        characters: CharacterBook,
+        schedules: ScheduleService | None,
+    ) -> None:
+        self.catalogue = catalogue
         self.memory = memory
-        self.characters: CharacterBook = characters or DatabaseCharacterBook()
         self.jobs = jobs
+        self.characters = characters
+        self.schedules = schedules
 
     async def character_for(self, ctx: CommandContext) -> CharacterProfile | None:
         name = ctx.args.get("character")
@@ -124,6 +156,14 @@ class ReelwrightCommands:
             character=await self.character_for(ctx),
         )
 
+    @declare(
+        "story",
+        "Story as video segments",
+        "Write a story split into 4-8 s video clips with narration and shots.",
+        (IDEA, SEGMENTS, STYLE, HERO),
+        example="/story a dragon learns to fly segments=6",
+        estimate=text_estimate(lambda c: c.story_model, lambda a: 120 * a["segments"] + 200),
+    )
     async def story(self, ctx: CommandContext) -> Reply:
         request = await self._story_request(ctx)
         await ctx.progress("✍️ Writing your story…", force=True)
@@ -131,6 +171,18 @@ class ReelwrightCommands:
         self.memory.remember_story(ctx.user.key, story)
         return Reply(blocks=story_blocks(story), result=story)
 
+    @declare(
+        "longstory",
+        "Long story, planned then written in parts",
+        "Write a long story (up to 60 clips): an outline first, then its parts at once.",
+        (IDEA, LONG_SEGMENTS, STYLE, HERO),
+        example="/longstory a heist on the moon segments=40",
+        estimate=text_estimate(
+            lambda c: c.story_model,
+            lambda a: 120 * a["segments"] + 800,
+            calls=lambda a: 1 + math.ceil(a["segments"] / 8),
+        ),
+    )
     async def longstory(self, ctx: CommandContext) -> Reply:
         request = await self._story_request(ctx)
         await ctx.progress(
@@ -143,6 +195,16 @@ class ReelwrightCommands:
             media.append(Media("document", story_document(story), "story.json", "The whole story", "application/json"))
         return Reply(blocks=story_blocks(story), media=media, result=story)
 
+    @declare(
+        "storysets",
+        "Alternative takes on one idea",
+        "Write several alternative stories for the same idea.",
+        (IDEA, SETS, SEGMENTS_PER_SET, STYLE, HERO),
+        example="/storysets a cat opens a bakery sets=3",
+        estimate=text_estimate(
+            lambda c: c.story_model, lambda a: (120 * a["segments"] + 200) * a["sets"], calls=lambda a: a["sets"]
+        ),
+    )
     async def storysets(self, ctx: CommandContext) -> Reply:
         request = await self._story_request(ctx)
         await ctx.progress(f"✍️ Writing {ctx.args['sets']} alternative takes at once…", force=True)
@@ -151,21 +213,88 @@ class ReelwrightCommands:
             self.memory.remember_story(ctx.user.key, sets.sets[0])
         return Reply(blocks=story_sets_blocks(sets), result=sets)
 
+    @declare(
+        "meme",
+        "Meme script",
+        "Write a meme script: setup, punchline, caption and visual per beat.",
+        (
+            Option("topic", OptionKind.TEXT, "what the meme is about", required=True, rest=True),
+            Option(
+                "count",
+                OptionKind.INTEGER,
+                f"number of beats (1-{MAX_MEMES})",
+                default=3,
+                min_value=1,
+                max_value=MAX_MEMES,
+            ),
+            Option("tone", OptionKind.TEXT, "e.g. wholesome, absurd, dry", max_length=60),
+        ),
+        example="/meme mondays at a startup count=3",
+        estimate=text_estimate(lambda c: c.meme_model, lambda a: 150 * a["count"] + 100),
+    )
     async def meme(self, ctx: CommandContext) -> Reply:
         await ctx.progress("😂 Cooking up a meme…", force=True)
         meme = await generate_meme_segments(ctx.args["topic"], count=ctx.args["count"], tone=ctx.args.get("tone"))
         return Reply(blocks=meme_blocks(meme), result=meme)
 
+    @declare(
+        "write",
+        "Free-form copy",
+        "Write copy of any kind: caption, script, hashtags, title, hook, or anything.",
+        (
+            Option("brief", OptionKind.TEXT, "what to write about", required=True, rest=True),
+            Option(
+                "kind",
+                OptionKind.TEXT,
+                f"e.g. {', '.join(KIND_GUIDES)} (or any other kind)",
+                default="caption",
+                max_length=40,
+            ),
+        ),
+        example="/write kind=hashtags a vegan ramen recipe",
+        estimate=text_estimate(lambda c: c.content_model, lambda a: 900),
+    )
     async def write(self, ctx: CommandContext) -> Reply:
         await ctx.progress("✍️ Writing…", force=True)
         content = await generate_free_content(ctx.args["brief"], kind=ctx.args["kind"])
         return Reply(blocks=free_content_blocks(content), result=content)
 
+    @declare(
+        "trends",
+        "Trending ideas for a niche",
+        "Suggest trending video ideas, each with a hook, angle and why now.",
+        (
+            Option(
+                "niche", OptionKind.TEXT, "your niche, e.g. home workouts", required=True, rest=True, max_length=200
+            ),
+            Option(
+                "count",
+                OptionKind.INTEGER,
+                f"number of ideas (1-{MAX_IDEAS})",
+                default=5,
+                min_value=1,
+                max_value=MAX_IDEAS,
+            ),
+        ),
+        example="/trends indie game dev count=5",
+        estimate=text_estimate(lambda c: c.trends_model, lambda a: 160 * a["count"] + 100),
+    )
     async def trends(self, ctx: CommandContext) -> Reply:
         await ctx.progress("📈 Looking for trends…", force=True)
         report = await generate_trending_ideas(ctx.args["niche"], count=ctx.args["count"])
         return Reply(blocks=trend_blocks(report), result=report)
 
+    @declare(
+        "character",
+        "Analyse a character image",
+        "Analyse the character in an image and remember it for later.",
+        (
+            Option("image", OptionKind.IMAGE, "the character image", required=True),
+            Option("name", OptionKind.TEXT, "a name to remember it by", rest=True, max_length=60),
+        ),
+        example="/character Captain Whiskers (with an image)",
+        estimate=text_estimate(lambda c: c.vision_model, lambda a: 900, image_tokens=VISION_IMAGE_TOKENS),
+    )
     async def character(self, ctx: CommandContext) -> Reply:
         if ctx.image is None:
             raise UserInputError("Send an image with /character (as the caption, or reply to the image).")
@@ -175,6 +304,30 @@ class ReelwrightCommands:
         await self.characters.remember(ctx.user.key, analysis.profile)
         return Reply(blocks=character_blocks(analysis), result=analysis)
 
+    @declare(
+        "video",
+        "Video from a prompt",
+        "Make a 4-8 s video with Veo from a prompt, a story segment or an image.",
+        (
+            Option("prompt", OptionKind.TEXT, "what happens in the video", rest=True),
+            Option("duration", OptionKind.CHOICE, "seconds: 4, 6 or 8", choices=("4", "6", "8")),
+            Option("aspect", OptionKind.CHOICE, "9:16 (vertical) or 16:9", default="9:16", choices=("9:16", "16:9")),
+            Option(
+                "segment",
+                OptionKind.INTEGER,
+                "use segment N of your last story",
+                min_value=1,
+                max_value=MAX_LONG_SEGMENTS,
+            ),
+            SAME_CHARACTER,
+            Option("image", OptionKind.IMAGE, "a first frame to animate"),
+        ),
+        example="/video a cat surfing at sunset duration=8 aspect=9:16",
+        estimate=video_estimate,
+        upload_action="upload_video",
+        upstream="media",
+        confirms_late=True,
+    )
     async def video(self, ctx: CommandContext) -> Reply:
         prompt: str | None = ctx.args.get("prompt")
         duration = int(ctx.args["duration"]) if ctx.args.get("duration") else None
@@ -206,6 +359,27 @@ class ReelwrightCommands:
         await ctx.progress(f"🎬 Video job {job_id[:8]} created; sending it to the studio…", force=True)
         return await self.jobs.run(job_id, ctx)
 
+    @declare(
+        "thumbnail",
+        "Thumbnail image",
+        "Draw a thumbnail for a title (or your last story).",
+        (
+            Option(
+                "title",
+                OptionKind.TEXT,
+                "the video's title (default: your last story)",
+                rest=True,
+                max_length=MAX_TITLE_CHARS,
+            ),
+            Option("aspect", OptionKind.CHOICE, "16:9, 9:16 or 1:1", default="16:9", choices=("16:9", "9:16", "1:1")),
+            SAME_CHARACTER,
+        ),
+        example="/thumbnail I survived 24 hours in a library",
+        estimate=thumbnail_estimate,
+        upload_action="upload_photo",
+        upstream="media",
+        confirms_late=True,
+    )
     async def thumbnail(self, ctx: CommandContext) -> Reply:
         title: str | None = ctx.args.get("title")
         summary = None
@@ -224,6 +398,59 @@ class ReelwrightCommands:
         await ctx.progress("🖼️ Drawing your thumbnail…", force=True)
         return await self.jobs.run(job_id, ctx)
 
+    @declare(
+        "jobs",
+        "Your generation jobs",
+        "List your video and thumbnail jobs with state, age and cost; resend a result or cancel a queued job.",
+        (Option("request", OptionKind.TEXT, "list (default), resend <id> or cancel <id>", rest=True, max_length=60),),
+        example="/jobs resend 1a2b3c4d",
+        upstream=None,
+    )
+    async def list_jobs(self, ctx: CommandContext) -> Reply:
+        return await self.jobs.list_or_act(ctx)
+
+    @declare(
+        "schedule",
+        "Daily trend posts for this chat (admins)",
+        "Post trending ideas for a niche into this chat every day at a local time.",
+        (
+            Option(
+                "request",
+                OptionKind.TEXT,
+                "add <niche> <HH:MM> <time zone>, list, or remove <id>",
+                rest=True,
+                max_length=300,
+            ),
+        ),
+        example="/schedule add indie game dev 09:30 Europe/Berlin",
+        admin_only=True,
+        upstream=None,
+    )
+    async def schedule(self, ctx: CommandContext) -> Reply:
+        if self.schedules is None:
+            raise UserInputError("Schedules are not available in this setup.")
+        return await schedule_command(self.schedules, ctx)
+
+    @declare(
+        "help",
+        "What the bot can do",
+        "List the commands, or explain one.",
+        (Option("command", OptionKind.TEXT, "a command to explain", rest=True, max_length=40),),
+        example="/help story",
+        upstream=None,
+    )
+    async def show_help(self, ctx: CommandContext) -> Reply:
+        topic = (ctx.args.get("command") or "").lstrip("/").strip().lower()
+        if topic:
+            command = self.catalogue.get(topic)
+            if command is None:
+                raise UserInputError(f"There is no /{topic}. Send /help for the list.")
+            return Reply(blocks=[command.help_text(ctx.chat.platform)])
+        lines = ["🎬 Reelwright turns ideas into short-video material. Commands:"]
+        lines += [f"/{c.name}: {c.summary}" for c in self.catalogue]
+        lines.append("Send /help <command> for its options.")
+        return Reply(blocks=["\n".join(lines)])
+
 
 def build_commands(
     memory: UserMemory | None = None,
@@ -233,285 +460,10 @@ def build_commands(
     schedules: ScheduleService | None = None,
 ) -> CommandSet:
     """The catalogue every adapter registers; /video and /thumbnail run as durable ``jobs``."""
-    handlers = ReelwrightCommands(memory or UserMemory(), jobs, characters)
-    commands = CommandSet()
-    segments = Option(
-        "segments",
-        OptionKind.INTEGER,
-        f"number of clips (1-{MAX_SEGMENTS})",
-        default=5,
-        min_value=1,
-        max_value=MAX_SEGMENTS,
+    catalogue = CommandSet()
+    handlers = ReelwrightCommands(
+        catalogue, memory or UserMemory(), jobs, characters or DatabaseCharacterBook(), schedules
     )
-    idea = Option("idea", OptionKind.TEXT, "what the story is about", required=True, rest=True)
-    commands.add(
-        Command(
-            "story",
-            "Story as video segments",
-            "Write a story split into 4-8 s video clips with narration and shots.",
-            (idea, segments, _style_option(), _character_option("the hero consistent")),
-            handlers.story,
-            example="/story a dragon learns to fly segments=6",
-            estimate=text_estimate(lambda c: c.story_model, lambda a: 120 * a["segments"] + 200),
-        )
-    )
-    commands.add(
-        Command(
-            "longstory",
-            "Long story, planned then written in parts",
-            "Write a long story (up to 60 clips): an outline first, then its parts at once.",
-            (
-                idea,
-                Option(
-                    "segments",
-                    OptionKind.INTEGER,
-                    f"number of clips (6-{MAX_LONG_SEGMENTS})",
-                    default=24,
-                    min_value=6,
-                    max_value=MAX_LONG_SEGMENTS,
-                ),
-                _style_option(),
-                _character_option("the hero consistent"),
-            ),
-            handlers.longstory,
-            example="/longstory a heist on the moon segments=40",
-            estimate=text_estimate(
-                lambda c: c.story_model,
-                lambda a: 120 * a["segments"] + 800,
-                calls=lambda a: 1 + math.ceil(a["segments"] / 8),
-            ),
-        )
-    )
-    commands.add(
-        Command(
-            "storysets",
-            "Alternative takes on one idea",
-            "Write several alternative stories for the same idea.",
-            (
-                idea,
-                Option(
-                    "sets",
-                    OptionKind.INTEGER,
-                    f"how many takes (2-{MAX_SETS})",
-                    default=3,
-                    min_value=2,
-                    max_value=MAX_SETS,
-                ),
-                Option("segments", OptionKind.INTEGER, "clips per take (1-8)", default=4, min_value=1, max_value=8),
-                _style_option(),
-                _character_option("the hero consistent"),
-            ),
-            handlers.storysets,
-            example="/storysets a cat opens a bakery sets=3",
-            estimate=text_estimate(
-                lambda c: c.story_model,
-                lambda a: (120 * a["segments"] + 200) * a["sets"],
-                calls=lambda a: a["sets"],
-            ),
-        )
-    )
-    commands.add(
-        Command(
-            "meme",
-            "Meme script",
-            "Write a meme script: setup, punchline, caption and visual per beat.",
-            (
-                Option("topic", OptionKind.TEXT, "what the meme is about", required=True, rest=True),
-                Option(
-                    "count",
-                    OptionKind.INTEGER,
-                    f"number of beats (1-{MAX_MEMES})",
-                    default=3,
-                    min_value=1,
-                    max_value=MAX_MEMES,
-                ),
-                Option("tone", OptionKind.TEXT, "e.g. wholesome, absurd, dry", max_length=60),
-            ),
-            handlers.meme,
-            example="/meme mondays at a startup count=3",
-            estimate=text_estimate(lambda c: c.meme_model, lambda a: 150 * a["count"] + 100),
-        )
-    )
-    commands.add(
-        Command(
-            "write",
-            "Free-form copy",
-            "Write copy of any kind: caption, script, hashtags, title, hook, or anything.",
-            (
-                Option("brief", OptionKind.TEXT, "what to write about", required=True, rest=True),
-                Option(
-                    "kind",
-                    OptionKind.TEXT,
-                    f"e.g. {', '.join(KIND_GUIDES)} (or any other kind)",
-                    default="caption",
-                    max_length=40,
-                ),
-            ),
-            handlers.write,
-            example="/write kind=hashtags a vegan ramen recipe",
-            estimate=text_estimate(lambda c: c.content_model, lambda a: 900),
-        )
-    )
-    commands.add(
-        Command(
-            "trends",
-            "Trending ideas for a niche",
-            "Suggest trending video ideas, each with a hook, angle and why now.",
-            (
-                Option(
-                    "niche", OptionKind.TEXT, "your niche, e.g. home workouts", required=True, rest=True, max_length=200
-                ),
-                Option(
-                    "count",
-                    OptionKind.INTEGER,
-                    f"number of ideas (1-{MAX_IDEAS})",
-                    default=5,
-                    min_value=1,
-                    max_value=MAX_IDEAS,
-                ),
-            ),
-            handlers.trends,
-            example="/trends indie game dev count=5",
-            estimate=text_estimate(lambda c: c.trends_model, lambda a: 160 * a["count"] + 100),
-        )
-    )
-    commands.add(
-        Command(
-            "character",
-            "Analyse a character image",
-            "Analyse the character in an image and remember it for later.",
-            (
-                Option("image", OptionKind.IMAGE, "the character image", required=True),
-                Option("name", OptionKind.TEXT, "a name to remember it by", rest=True, max_length=60),
-            ),
-            handlers.character,
-            example="/character Captain Whiskers (with an image)",
-            estimate=text_estimate(lambda c: c.vision_model, lambda a: 900, image_tokens=VISION_IMAGE_TOKENS),
-            upload_action="typing",
-        )
-    )
-    commands.add(
-        Command(
-            "video",
-            "Video from a prompt",
-            "Make a 4-8 s video with Veo from a prompt, a story segment or an image.",
-            (
-                Option("prompt", OptionKind.TEXT, "what happens in the video", rest=True),
-                Option("duration", OptionKind.CHOICE, "seconds: 4, 6 or 8", choices=("4", "6", "8")),
-                Option(
-                    "aspect", OptionKind.CHOICE, "9:16 (vertical) or 16:9", default="9:16", choices=("9:16", "16:9")
-                ),
-                Option(
-                    "segment",
-                    OptionKind.INTEGER,
-                    "use segment N of your last story",
-                    min_value=1,
-                    max_value=MAX_LONG_SEGMENTS,
-                ),
-                _character_option("the character consistent"),
-                Option("image", OptionKind.IMAGE, "a first frame to animate"),
-            ),
-            handlers.video,
-            example="/video a cat surfing at sunset duration=8 aspect=9:16",
-            estimate=video_estimate,
-            upload_action="upload_video",
-            upstream="media",
-            confirms_late=True,
-        )
-    )
-    commands.add(
-        Command(
-            "thumbnail",
-            "Thumbnail image",
-            "Draw a thumbnail for a title (or your last story).",
-            (
-                Option(
-                    "title",
-                    OptionKind.TEXT,
-                    "the video's title (default: your last story)",
-                    rest=True,
-                    max_length=MAX_TITLE_CHARS,
-                ),
-                Option(
-                    "aspect", OptionKind.CHOICE, "16:9, 9:16 or 1:1", default="16:9", choices=("16:9", "9:16", "1:1")
-                ),
-                _character_option("the character consistent"),
-            ),
-            handlers.thumbnail,
-            example="/thumbnail I survived 24 hours in a library",
-            estimate=thumbnail_estimate,
-            upload_action="upload_photo",
-            upstream="media",
-            confirms_late=True,
-        )
-    )
-
-    async def list_jobs(ctx: CommandContext) -> Reply:
-        return await jobs.list_or_act(ctx)
-
-    commands.add(
-        Command(
-            "jobs",
-            "Your generation jobs",
-            "List your video and thumbnail jobs with state, age and cost; resend a result or cancel a queued job.",
-            (
-                Option(
-                    "request", OptionKind.TEXT, "list (default), resend <id> or cancel <id>", rest=True, max_length=60
-                ),
-            ),
-            list_jobs,
-            example="/jobs resend 1a2b3c4d",
-            upstream=None,
-        )
-    )
-
-    async def schedule(ctx: CommandContext) -> Reply:
-        if schedules is None:
-            raise UserInputError("Schedules are not available in this setup.")
-        return await schedule_command(schedules, ctx)
-
-    commands.add(
-        Command(
-            "schedule",
-            "Daily trend posts for this chat (admins)",
-            "Post trending ideas for a niche into this chat every day at a local time.",
-            (
-                Option(
-                    "request",
-                    OptionKind.TEXT,
-                    "add <niche> <HH:MM> <time zone>, list, or remove <id>",
-                    rest=True,
-                    max_length=300,
-                ),
-            ),
-            schedule,
-            example="/schedule add indie game dev 09:30 Europe/Berlin",
-            admin_only=True,
-            upstream=None,
-        )
-    )
-
-    async def show_help(ctx: CommandContext) -> Reply:
-        topic = (ctx.args.get("command") or "").lstrip("/").strip().lower()
-        if topic:
-            command = commands.get(topic)
-            if command is None:
-                raise UserInputError(f"There is no /{topic}. Send /help for the list.")
-            return Reply(blocks=[command.help_text(ctx.chat.platform)])
-        lines = ["🎬 Reelwright turns ideas into short-video material. Commands:"]
-        lines += [f"/{c.name}: {c.summary}" for c in commands]
-        lines.append("Send /help <command> for its options.")
-        return Reply(blocks=["\n".join(lines)])
-
-    commands.add(
-        Command(
-            "help",
-            "What the bot can do",
-            "List the commands, or explain one.",
-            (Option("command", OptionKind.TEXT, "a command to explain", rest=True, max_length=40),),
-            show_help,
-            example="/help story",
-            upstream=None,
-        )
-    )
-    return commands
+    for command in declared_commands(handlers):
+        catalogue.add(command)
+    return catalogue

@@ -10,7 +10,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from connectors.errors import UserInputError
 from services.config import ServiceConfig
@@ -154,6 +154,65 @@ class Command:
         if self.example:
             lines.append(f"Example: {self.example}")
         return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """Everything about a command but its handler, written right above the handler with ``declare``."""
+
+    name: str
+    summary: str
+    description: str
+    options: tuple[Option, ...] = ()
+    example: str = ""
+    admin_only: bool = False
+    upload_action: str = "typing"
+    upstream: str | None = "text"
+    confirms_late: bool = False
+    estimate: CostEstimate | None = None
+
+    def bind(self, handler: Handler) -> Command:
+        return Command(
+            self.name,
+            self.summary,
+            self.description,
+            self.options,
+            handler,
+            example=self.example,
+            admin_only=self.admin_only,
+            upload_action=self.upload_action,
+            upstream=self.upstream,
+            confirms_late=self.confirms_late,
+            estimate=self.estimate,
+        )
+
+
+HandlerMethod = TypeVar("HandlerMethod", bound=Callable[..., Awaitable[Any]])
+_DECLARATIONS: dict[Callable[..., Awaitable[Any]], Declaration] = {}
+
+
+def declare(
+    name: str, summary: str, description: str, options: Sequence[Option] = (), **details: Any
+) -> Callable[[HandlerMethod], HandlerMethod]:
+    """Declare a command on its handler method: the name, help, options, estimate and handler of
+    a command stay together, as a discord.py app command carries its parameters."""
+    declaration = Declaration(name, summary, description, tuple(options), **details)
+
+    def mark(method: HandlerMethod) -> HandlerMethod:
+        _DECLARATIONS[method] = declaration
+        return method
+
+    return mark
+
+
+def declared_commands(handlers: object) -> list[Command]:
+    """The commands declared on ``handlers``' methods, bound to it, in the order its class defines them."""
+    commands = []
+    for attribute, function in vars(type(handlers)).items():
+        declaration = _DECLARATIONS.get(function)
+        if declaration is not None:
+            commands.append(declaration.bind(getattr(handlers, attribute)))
+    return commands
 
 
 @dataclass

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 
-from bot.core.commands import Command, CommandSet, OptionKind, parse_text_arguments, validate_arguments
+from bot.core.commands import Command, CommandSet, Option, OptionKind, parse_text_arguments, validate_arguments
 from bot.core.replies import split_blocks
 from connectors.errors import UserInputError
 from tests.bot.helpers import catalogue
@@ -363,3 +364,30 @@ def test_other_equals_signs_stay_in_the_prompt(name: str, rest: str) -> None:
     cmd = command(name)
     assert cmd.rest_option is not None
     assert parse_text_arguments(cmd, rest) == {cmd.rest_option.name: rest}
+
+
+async def test_a_command_is_one_declared_method() -> None:
+    """Adding a command: declare it on its handler (options, help, estimate); the catalogue and the
+    chat core take it from there."""
+    from bot.core.commands import declare, declared_commands
+    from bot.core.dispatcher import ChatCore
+    from bot.core.replies import Reply
+    from tests.bot.helpers import RecordingResponder, invocation
+
+    class Greetings:
+        @declare(
+            "greet",
+            "Say hello",
+            "Greets someone by name.",
+            (Option("name", OptionKind.TEXT, "who", required=True, rest=True),),
+            upstream=None,
+        )
+        async def greet(self, ctx: Any) -> Reply:
+            return Reply(blocks=[f"hello {ctx.args['name']}"])
+
+    commands = CommandSet()
+    for declared in declared_commands(Greetings()):
+        commands.add(declared)
+    assert [c.name for c in commands] == ["greet"] and commands.get("greet") is not None
+    reply = await ChatCore(commands).handle(invocation("greet", "Ada"), RecordingResponder())
+    assert reply.text == "hello Ada"
