@@ -5,8 +5,9 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -262,3 +263,58 @@ def storyboards_fail(monkeypatch: pytest.MonkeyPatch) -> None:
         raise RuntimeError("Pillow fell over")
 
     monkeypatch.setattr(storyboard, "draw_storyboard", broken)
+
+
+#: ``await make(**settings)``: a production runtime (``start_runtime``), closed after the test.
+RuntimeFactory = Callable[..., Awaitable[Any]]
+
+
+@asynccontextmanager
+async def production_runtimes(settings_for: Callable[..., Any]) -> AsyncIterator[RuntimeFactory]:
+    """Runtimes built the way ``reelwright run`` builds them, from ``settings_for(**overrides)``;
+    all closed (newest first) when the block ends, and the services' configuration reset."""
+    from bot.runtime import Runtime, start_runtime
+
+    started: list[Runtime] = []
+
+    async def make(**overrides: Any) -> Runtime:
+        runtime = await start_runtime(settings_for(**overrides))
+        started.append(runtime)
+        return runtime
+
+    try:
+        yield make
+    finally:
+        for runtime in reversed(started):
+            await runtime.close()
+        configure_services(ServiceConfig())
+
+
+def ai_fake_settings(tmp_path: Path, text: Any, media: Any, **overrides: Any) -> Any:
+    """Settings with real (test) keys pointed at the AI fakes, a store and MEDIA_DIR in ``tmp_path``,
+    and fast video polling."""
+    from connectors.settings import load_settings
+
+    values: dict[str, Any] = {
+        "_env_file": None,
+        "openrouter_api_key": "test-openrouter-key",
+        "openrouter_base_url": text.base_url,
+        "google_api_key": "test-google-key",
+        "genai_base_url": media.base_url,
+        "database_url": f"sqlite+aiosqlite:///{tmp_path / 'runtime.sqlite3'}",
+        "media_dir": tmp_path / "media",
+        "video_poll_initial_seconds": 0.01,
+        "video_poll_max_seconds": 0.05,
+        "text_max_retries": 0,
+    }
+    values.update(overrides)
+    return load_settings(**values)
+
+
+@pytest.fixture
+async def make_runtime(tmp_path: Path, fake_openrouter: Any, fake_genai: Any) -> AsyncIterator[RuntimeFactory]:
+    """Production runtimes on the AI fakes (no chat platform), with the default money settings."""
+    async with production_runtimes(
+        lambda **overrides: ai_fake_settings(tmp_path, fake_openrouter, fake_genai, **overrides)
+    ) as make:
+        yield make

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from bot.core.commands import Command, CommandSet, Option, OptionKind, parse_tex
 from bot.core.context import ChatRef, Invocation, UserRef
 from bot.core.guards import estimate_cost
 from bot.core.replies import Reply
-from bot.runtime import Runtime, start_runtime
+from bot.runtime import start_runtime
 from connectors.database import sessions
 from connectors.settings import load_settings
 from services.budgets import Reservation
@@ -30,39 +29,18 @@ from services.store.models import UsageRecord
 from services.usage import Usage
 from services.video import VideoRequest
 from tests.bot.helpers import RecordingResponder, catalogue, png_bytes, uploaded
+from tests.conftest import RuntimeFactory
 from tests.fakes import FakeGenAI, FakeOpenRouter, Fault
-
-RuntimeFactory = Callable[..., Any]
 
 
 @pytest.fixture
-async def make_runtime(
-    tmp_path: Path, fake_openrouter: FakeOpenRouter, fake_genai: FakeGenAI
-) -> AsyncIterator[RuntimeFactory]:
-    runtimes: list[Runtime] = []
+def make_runtime(make_runtime: RuntimeFactory) -> RuntimeFactory:
+    """Production runtimes on the AI fakes that never ask to confirm and never slow anyone down."""
 
-    async def make(**overrides: Any) -> Runtime:
-        values: dict[str, Any] = {
-            "openrouter_api_key": "test-openrouter-key",
-            "openrouter_base_url": fake_openrouter.base_url,
-            "google_api_key": "test-google-key",
-            "genai_base_url": fake_genai.base_url,
-            "database_url": f"sqlite+aiosqlite:///{tmp_path / 'budgets.sqlite3'}",
-            "media_dir": tmp_path / "media",
-            "video_poll_initial_seconds": 0.01,
-            "video_poll_max_seconds": 0.05,
-            "text_max_retries": 0,
-            "confirm_above_usd": 0,
-            "rate_limit": "1000/minute",
-        }
-        values.update(overrides)
-        runtime = await start_runtime(load_settings(_env_file=None, **values))
-        runtimes.append(runtime)
-        return runtime
+    async def make(**overrides: Any) -> Any:
+        return await make_runtime(**{"confirm_above_usd": 0, "rate_limit": "1000/minute", **overrides})
 
-    yield make
-    for runtime in runtimes:
-        await runtime.close()
+    return make
 
 
 def command(name: str, text: str, *, user: str = "7", chat: str = "-100", platform: str = "telegram") -> Invocation:

@@ -6,50 +6,17 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from bot.core.context import ChatRef, Invocation, UserRef
 from bot.core.dispatcher import SANDBOX_FOOTER
-from bot.runtime import Runtime, start_runtime
-from connectors.settings import load_settings
 from tests.bot.helpers import RecordingResponder
+from tests.conftest import RuntimeFactory
 from tests.fakes import FakeGenAI, FakeOpenRouter
-
-RuntimeFactory = Callable[..., Any]
-
-
-@pytest.fixture
-async def make_runtime(
-    tmp_path: Path, fake_openrouter: FakeOpenRouter, fake_genai: FakeGenAI
-) -> AsyncIterator[RuntimeFactory]:
-    runtimes: list[Runtime] = []
-
-    async def make(**overrides: Any) -> Runtime:
-        values: dict[str, Any] = {
-            "openrouter_api_key": "test-openrouter-key",
-            "openrouter_base_url": fake_openrouter.base_url,
-            "google_api_key": "test-google-key",
-            "genai_base_url": fake_genai.base_url,
-            "database_url": f"sqlite+aiosqlite:///{tmp_path / 'guards.sqlite3'}",
-            "media_dir": tmp_path / "media",
-            "video_poll_initial_seconds": 0.01,
-            "video_poll_max_seconds": 0.05,
-            "text_max_retries": 0,
-        }
-        values.update(overrides)
-        runtime = await start_runtime(load_settings(_env_file=None, **values))
-        runtimes.append(runtime)
-        return runtime
-
-    yield make
-    for runtime in runtimes:
-        await runtime.close()
 
 
 def command(

@@ -4,7 +4,7 @@ the runtime ``reelwright run`` builds (``start_runtime``: guards, usage ledger, 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,9 +14,9 @@ import pytest
 
 from bot.core.progress import ProgressPolicy
 from bot.discord.app import serve_discord
-from bot.runtime import Runtime, start_runtime
+from bot.runtime import Runtime
 from connectors.settings import Settings, load_settings
-from services.config import ServiceConfig, configure_services
+from tests.conftest import RuntimeFactory, production_runtimes
 from tests.fakes import FakeGenAI, FakeOpenRouter
 from tests.fakes.discord_api import FakeDiscord
 
@@ -74,27 +74,15 @@ def production_settings(
     return load_settings(**values)
 
 
-#: ``await make_runtime(**settings)``: a production runtime on the fakes, closed after the test.
-RuntimeFactory = Callable[..., Awaitable[Runtime]]
-
-
 @pytest.fixture
 async def make_runtime(
     tmp_path: Path, fake_discord: FakeDiscord, fake_openrouter: FakeOpenRouter, fake_genai: FakeGenAI
 ) -> AsyncIterator[RuntimeFactory]:
-    started: list[Runtime] = []
-
-    async def make(**settings: Any) -> Runtime:
-        runtime = await start_runtime(
-            production_settings(fake_discord, tmp_path, fake_openrouter, fake_genai, **settings)
-        )
-        started.append(runtime)
-        return runtime
-
-    yield make
-    for runtime in reversed(started):
-        await runtime.close()
-    configure_services(ServiceConfig())
+    """``await make_runtime(**settings)``: a production runtime on the fakes, closed after the test."""
+    async with production_runtimes(
+        lambda **settings: production_settings(fake_discord, tmp_path, fake_openrouter, fake_genai, **settings)
+    ) as make:
+        yield make
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import signal
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,22 +32,29 @@ async def start_process(*args: str, env: dict[str, str], cwd: Path) -> asyncio.s
     )
 
 
-@pytest.fixture
-async def sandbox() -> AsyncIterator[dict[str, str]]:
+@asynccontextmanager
+async def fakes_process(*options: str) -> AsyncIterator[dict[str, str]]:
+    """``python -m bot.sandbox`` in its own process with ``options``; yields its base URLs."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "bot.sandbox",
-        "--video-seconds",
-        "5",
+        *options,
         stdout=asyncio.subprocess.PIPE,
         env=os.environ | {"NO_PROXY": "*"},
     )
-    assert process.stdout is not None
-    urls: dict[str, str] = json.loads(await process.stdout.readline())
-    yield urls
-    process.terminate()
-    await process.wait()
+    try:
+        assert process.stdout is not None
+        yield json.loads(await process.stdout.readline())
+    finally:
+        process.terminate()
+        await process.wait()
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[dict[str, str]]:
+    async with fakes_process("--video-seconds", "5") as urls:
+        yield urls
 
 
 async def routes(base: str) -> dict[str, int]:

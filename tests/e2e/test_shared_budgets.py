@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.bot.test_budgets import story_estimate
-from tests.e2e.test_distributed_recovery import job_states, routes, sandbox
+from tests.e2e.test_distributed_recovery import fakes_process, job_states, routes, sandbox
 
 __all__ = ["sandbox"]
 
@@ -25,20 +25,8 @@ __all__ = ["sandbox"]
 async def slow_sandbox() -> AsyncIterator[dict[str, str]]:
     """The fakes in their own process, answering after 2 s: every command fired is in flight
     before the first one is settled, so only the reservations decide who may pay."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot.sandbox",
-        "--latency",
-        "2",
-        stdout=asyncio.subprocess.PIPE,
-        env=os.environ | {"NO_PROXY": "*"},
-    )
-    assert process.stdout is not None
-    urls: dict[str, str] = json.loads(await process.stdout.readline())
-    yield urls
-    process.terminate()
-    await process.wait()
+    async with fakes_process("--latency", "2") as urls:
+        yield urls
 
 
 async def fire_together(tmp_path: Path, env: dict[str, str], processes: int, *args: str) -> list[dict[str, Any]]:

@@ -3,7 +3,7 @@ builds (``start_runtime``: guards, usage ledger, durable jobs, budgets), with th
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 
 from bot.core.progress import ProgressPolicy
-from bot.runtime import Runtime, start_runtime
+from bot.runtime import Runtime
 from bot.telegram.app import TelegramOptions, TelegramService
 from connectors.settings import Settings, load_settings
-from services.config import ServiceConfig, configure_services
+from tests.conftest import RuntimeFactory, production_runtimes
 from tests.fakes import FakeGenAI, FakeOpenRouter
 from tests.fakes.telegram_api import ApiCall, FakeTelegramAPI
 
@@ -93,27 +93,15 @@ def production_settings(
     return telegram_settings(api, **values)
 
 
-#: ``await make_runtime(**settings)``: a production runtime on the fakes, closed after the test.
-RuntimeFactory = Callable[..., Awaitable[Runtime]]
-
-
 @pytest.fixture
 async def make_runtime(
     tmp_path: Path, telegram_api: FakeTelegramAPI, fake_openrouter: FakeOpenRouter, fake_genai: FakeGenAI
 ) -> AsyncIterator[RuntimeFactory]:
-    started: list[Runtime] = []
-
-    async def make(**settings: Any) -> Runtime:
-        runtime = await start_runtime(
-            production_settings(telegram_api, tmp_path, fake_openrouter, fake_genai, **settings)
-        )
-        started.append(runtime)
-        return runtime
-
-    yield make
-    for runtime in reversed(started):
-        await runtime.close()
-    configure_services(ServiceConfig())
+    """``await make_runtime(**settings)``: a production runtime on the fakes, closed after the test."""
+    async with production_runtimes(
+        lambda **settings: production_settings(telegram_api, tmp_path, fake_openrouter, fake_genai, **settings)
+    ) as make:
+        yield make
 
 
 @pytest.fixture

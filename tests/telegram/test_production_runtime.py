@@ -3,43 +3,49 @@ a costly /video asks first, and the "Go ahead" button under the question runs it
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 
-from bot.runtime import Runtime, start_runtime
 from bot.telegram.app import TelegramOptions, TelegramService
+from tests.conftest import RuntimeFactory
 from tests.fakes import FakeGenAI, FakeOpenRouter
 from tests.fakes.telegram_api import FakeTelegramAPI
-from tests.telegram.conftest import EAGER_PROGRESS, TelegramBot, telegram_settings
+from tests.telegram.conftest import EAGER_PROGRESS, TelegramBot
 
 CHAT = 700
 
 
+BotStarter = Callable[..., Awaitable[TelegramBot]]
+
+
 @pytest.fixture
-async def production_bot(
-    tmp_path: Path, telegram_api: FakeTelegramAPI, fake_openrouter: FakeOpenRouter, fake_genai: FakeGenAI
-) -> AsyncIterator[TelegramBot]:
-    settings = telegram_settings(
-        telegram_api,
-        openrouter_api_key="test-openrouter-key",
-        openrouter_base_url=fake_openrouter.base_url,
-        google_api_key="test-google-key",
-        genai_base_url=fake_genai.base_url,
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'tg.sqlite3'}",
-        media_dir=tmp_path / "media",
-        video_poll_initial_seconds=0.01,
-        video_poll_max_seconds=0.05,
-        text_max_retries=0,
-        confirm_above_usd=1.0,
-    )
-    runtime: Runtime = await start_runtime(settings)
-    service = TelegramService(runtime, TelegramOptions(progress=EAGER_PROGRESS, poll_timeout=5))
-    await service.start()
-    yield TelegramBot(service, telegram_api, runtime, fake_openrouter, fake_genai)
-    await service.stop()
-    await runtime.close()
+async def start(
+    make_runtime: RuntimeFactory,
+    telegram_api: FakeTelegramAPI,
+    fake_openrouter: FakeOpenRouter,
+    fake_genai: FakeGenAI,
+) -> AsyncIterator[BotStarter]:
+    """``await start(**settings)``: the Telegram service on a production runtime, stopped after the test."""
+    services: list[TelegramService] = []
+
+    async def start_bot(**settings: Any) -> TelegramBot:
+        runtime = await make_runtime(**settings)
+        service = TelegramService(runtime, TelegramOptions(progress=EAGER_PROGRESS, poll_timeout=5))
+        await service.start()
+        services.append(service)
+        return TelegramBot(service, telegram_api, runtime, fake_openrouter, fake_genai)
+
+    yield start_bot
+    for service in services:
+        await service.stop()
+
+
+@pytest.fixture
+async def production_bot(start: BotStarter) -> TelegramBot:
+    """The default money settings: a $3.20 video asks first."""
+    return await start(confirm_above_usd=1.0, rate_limit="20/minute")
 
 
 async def test_a_costly_video_is_confirmed_with_the_button(production_bot: TelegramBot) -> None:
@@ -65,79 +71,37 @@ async def test_a_story_through_the_production_core(production_bot: TelegramBot) 
     assert calls[-1].method == "sendPhoto"
 
 
-async def test_five_concurrent_videos_from_one_user_pay_for_one(
-    tmp_path: Path, telegram_api: FakeTelegramAPI, fake_openrouter: FakeOpenRouter, fake_genai: FakeGenAI
-) -> None:
+async def test_five_concurrent_videos_from_one_user_pay_for_one(start: BotStarter) -> None:
     """With a $5 daily budget, five 8 s clips ($3.20 each) sent at once: one is made, four are refused."""
-    settings = telegram_settings(
-        telegram_api,
-        openrouter_api_key="test-openrouter-key",
-        openrouter_base_url=fake_openrouter.base_url,
-        google_api_key="test-google-key",
-        genai_base_url=fake_genai.base_url,
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'tg.sqlite3'}",
-        media_dir=tmp_path / "media",
-        video_poll_initial_seconds=0.01,
-        video_poll_max_seconds=0.05,
-        confirm_above_usd=0,
-        budget_user_daily_usd=5.0,
+    tg = await start(budget_user_daily_usd=5.0)
+    tg.media.video_seconds = 0.3
+    chats = [CHAT + n for n in range(5)]
+    await tg.api.push_many(
+        [tg.api.message(chat, f"/video a cat surfing {chat} duration=8", user_id=CHAT) for chat in chats]
     )
-    fake_genai.video_seconds = 0.3
-    runtime = await start_runtime(settings)
-    service = TelegramService(runtime, TelegramOptions(progress=EAGER_PROGRESS, poll_timeout=5))
-    await service.start()
-    try:
-        tg = TelegramBot(service, telegram_api, runtime, fake_openrouter, fake_genai)
-        chats = [CHAT + n for n in range(5)]
-        await telegram_api.push_many(
-            [telegram_api.message(chat, f"/video a cat surfing {chat} duration=8", user_id=CHAT) for chat in chats]
-        )
-        await tg.settle()
-        await telegram_api.wait_for_call("sendVideo")
-        refusals = [
-            call
-            for chat in chats
-            for call in telegram_api.sent_to(chat)
-            if "daily budget" in str(call.params.get("text", ""))
-        ]
-        assert len(telegram_api.calls_of("sendVideo")) == 1
-        assert len(refusals) == 4
-        assert len(fake_genai.video_generation_requests) == 1
-    finally:
-        await service.stop()
-        await runtime.close()
+    await tg.settle()
+    await tg.api.wait_for_call("sendVideo")
+    refusals = [
+        call for chat in chats for call in tg.api.sent_to(chat) if "daily budget" in str(call.params.get("text", ""))
+    ]
+    assert len(tg.api.calls_of("sendVideo")) == 1
+    assert len(refusals) == 4
+    assert len(tg.media.video_generation_requests) == 1
 
 
-async def test_without_google_credentials_media_commands_are_not_set_up(
-    tmp_path: Path, telegram_api: FakeTelegramAPI, fake_openrouter: FakeOpenRouter, fake_genai: FakeGenAI
-) -> None:
+async def test_without_google_credentials_media_commands_are_not_set_up(start: BotStarter) -> None:
     """A text key and no Google credentials: /video and /thumbnail say so, and are not offered."""
-    settings = telegram_settings(
-        telegram_api,
-        openrouter_api_key="test-openrouter-key",
-        openrouter_base_url=fake_openrouter.base_url,
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'tg.sqlite3'}",
-        media_dir=tmp_path / "media",
-        confirm_above_usd=0,
-    )
-    runtime = await start_runtime(settings)
-    service = TelegramService(runtime, TelegramOptions(progress=EAGER_PROGRESS, poll_timeout=5))
-    await service.start()
-    tg = TelegramBot(service, telegram_api, runtime, fake_openrouter, fake_genai)
-    try:
-        [registered] = telegram_api.calls_of("setMyCommands")
-        offered = [command["command"] for command in registered.json_param("commands")]
-        assert "story" in offered and "video" not in offered and "thumbnail" not in offered
-        for command in ("/video a cat surfing duration=4", "/thumbnail My Dragon"):
-            [answer] = [c.params["text"] for c in await tg.run(CHAT, command) if c.method == "sendMessage"]
-            name = command.split()[0]
-            assert answer == (
-                f"⚠️ {name} is not set up on this bot: its operator has to set GOOGLE_API_KEY (or "
-                "GOOGLE_CLOUD_PROJECT for Vertex AI) first."
-            )
-        [listing] = [c.params["text"] for c in await tg.run(CHAT, "/help") if c.method == "sendMessage"]
-        assert "/story" in listing and "/video" not in listing and "/thumbnail" not in listing
-        assert fake_genai.requests == [] and runtime.sandbox_upstreams == frozenset()
-    finally:
-        await service.stop()
-        await runtime.close()
+    tg = await start(google_api_key=None, genai_base_url=None)
+    [registered] = tg.api.calls_of("setMyCommands")
+    offered = [command["command"] for command in registered.json_param("commands")]
+    assert "story" in offered and "video" not in offered and "thumbnail" not in offered
+    for command in ("/video a cat surfing duration=4", "/thumbnail My Dragon"):
+        [answer] = [c.params["text"] for c in await tg.run(CHAT, command) if c.method == "sendMessage"]
+        name = command.split()[0]
+        assert answer == (
+            f"⚠️ {name} is not set up on this bot: its operator has to set GOOGLE_API_KEY (or "
+            "GOOGLE_CLOUD_PROJECT for Vertex AI) first."
+        )
+    [listing] = [c.params["text"] for c in await tg.run(CHAT, "/help") if c.method == "sendMessage"]
+    assert "/story" in listing and "/video" not in listing and "/thumbnail" not in listing
+    assert tg.media.requests == [] and tg.runtime.sandbox_upstreams == frozenset()
