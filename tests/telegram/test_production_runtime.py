@@ -3,49 +3,17 @@ a costly /video asks first, and the "Go ahead" button under the question runs it
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
-
 import pytest
 
-from bot.telegram.app import TelegramOptions, TelegramService
-from tests.conftest import RuntimeFactory
-from tests.fakes import FakeGenAI, FakeOpenRouter
-from tests.fakes.telegram_api import FakeTelegramAPI
-from tests.telegram.conftest import EAGER_PROGRESS, TelegramBot
+from tests.telegram.conftest import StartBot, TelegramBot
 
 CHAT = 700
 
 
-BotStarter = Callable[..., Awaitable[TelegramBot]]
-
-
 @pytest.fixture
-async def start(
-    make_runtime: RuntimeFactory,
-    telegram_api: FakeTelegramAPI,
-    fake_openrouter: FakeOpenRouter,
-    fake_genai: FakeGenAI,
-) -> AsyncIterator[BotStarter]:
-    """``await start(**settings)``: the Telegram service on a production runtime, stopped after the test."""
-    services: list[TelegramService] = []
-
-    async def start_bot(**settings: Any) -> TelegramBot:
-        runtime = await make_runtime(**settings)
-        service = TelegramService(runtime, TelegramOptions(progress=EAGER_PROGRESS, poll_timeout=5))
-        await service.start()
-        services.append(service)
-        return TelegramBot(service, telegram_api, runtime, fake_openrouter, fake_genai)
-
-    yield start_bot
-    for service in services:
-        await service.stop()
-
-
-@pytest.fixture
-async def production_bot(start: BotStarter) -> TelegramBot:
+async def production_bot(start_bot: StartBot) -> TelegramBot:
     """The default money settings: a $3.20 video asks first."""
-    return await start(confirm_above_usd=1.0, rate_limit="20/minute")
+    return await start_bot(confirm_above_usd=1.0, rate_limit="20/minute")
 
 
 async def test_a_costly_video_is_confirmed_with_the_button(production_bot: TelegramBot) -> None:
@@ -71,9 +39,9 @@ async def test_a_story_through_the_production_core(production_bot: TelegramBot) 
     assert calls[-1].method == "sendPhoto"
 
 
-async def test_five_concurrent_videos_from_one_user_pay_for_one(start: BotStarter) -> None:
+async def test_five_concurrent_videos_from_one_user_pay_for_one(start_bot: StartBot) -> None:
     """With a $5 daily budget, five 8 s clips ($3.20 each) sent at once: one is made, four are refused."""
-    tg = await start(budget_user_daily_usd=5.0)
+    tg = await start_bot(budget_user_daily_usd=5.0)
     tg.media.video_seconds = 0.3
     chats = [CHAT + n for n in range(5)]
     await tg.api.push_many(
@@ -89,9 +57,9 @@ async def test_five_concurrent_videos_from_one_user_pay_for_one(start: BotStarte
     assert len(tg.media.video_generation_requests) == 1
 
 
-async def test_without_google_credentials_media_commands_are_not_set_up(start: BotStarter) -> None:
+async def test_without_google_credentials_media_commands_are_not_set_up(start_bot: StartBot) -> None:
     """A text key and no Google credentials: /video and /thumbnail say so, and are not offered."""
-    tg = await start(google_api_key=None, genai_base_url=None)
+    tg = await start_bot(google_api_key=None, genai_base_url=None)
     [registered] = tg.api.calls_of("setMyCommands")
     offered = [command["command"] for command in registered.json_param("commands")]
     assert "story" in offered and "video" not in offered and "thumbnail" not in offered
