@@ -93,7 +93,8 @@ def encode_clip(seconds: float, size: tuple[int, int], fps: int, colour: tuple[i
         audio.bit_rate = 24_000
         count = max(1, round(seconds * fps))
         for index in range(count):
-            frame = av.VideoFrame.from_image(_picture(size, index, count, colour)).reformat(format="yuv420p")
+            picture = np.asarray(_picture(size, index, count, colour))
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24").reformat(format="yuv420p")
             frame.pts = index
             out.mux(video.encode(frame))
         out.mux(video.encode(None))
