@@ -84,6 +84,9 @@ FIXED_OVERHEAD_BYTES = 96 * 1024
 MIN_VIDEO_BITRATE = 150_000
 #: Above this a vertical short gains nothing visible; bigger budgets make a smaller file instead.
 MAX_VIDEO_BITRATE = 8_000_000
+#: x264's constant quality: good for a phone screen. The budget's bitrate caps it (VBV), so a simple
+#: picture makes a small file and a busy one still fits the upload limit.
+CRF = 21
 #: Each re-encode after an over-budget result aims this much lower.
 _RETRY_FACTOR = 0.85
 _MAX_ENCODES = 3
@@ -522,9 +525,9 @@ def _encode(request: StitchRequest, plan: _Plan, bitrate: int, target: Path) -> 
         video.pix_fmt = "yuv420p"
         frame_time = Fraction(1, fps)
         video.codec_context.time_base = frame_time
-        video.bit_rate = bitrate
         video.options = {
             "preset": request.preset,
+            "crf": str(CRF),
             "maxrate": str(bitrate),
             "bufsize": str(bitrate),
             "g": str(fps * 2),
