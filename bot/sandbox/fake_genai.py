@@ -68,6 +68,9 @@ GOOGLE_FILES_ORIGIN = "https://generativelanguage.googleapis.com"
 #: Video jobs (with their files) a long-running sandbox keeps; older ones are gone, like expired files.
 KEPT_VIDEO_JOBS = 1024
 
+#: The longest clip the sandbox makes, whatever the request says.
+MAX_CLIP_SECONDS = 30
+
 _FILTER_REASON = "Sandbox: the prompt was blocked by the safety filter."
 _VERTEX_VIDEO_TYPE = "type.googleapis.com/cloud.ai.large_models.vision.GenerateVideoResponse"
 _MLDEV_VIDEO_TYPE = "type.googleapis.com/google.ai.generativelanguage.v1beta.PredictLongRunningResponse"
@@ -209,12 +212,16 @@ class SandboxGenAI(LoopbackUpstream):
 
     # -- Veo ----------------------------------------------------------------------------------------
 
-    def _video_bytes(self, outcome: VideoOutcome) -> bytes:
+    def _video_bytes(self, outcome: VideoOutcome, parameters: dict[str, Any]) -> bytes:
+        """A real clip as long as the request's ``durationSeconds`` and in its ``aspectRatio``."""
         if outcome == "oversize":
             return padded_mp4(self.oversize_bytes)
         if outcome == "not_mp4":
             return NOT_MP4_HTML
-        return tiny_mp4()
+        seconds = parameters.get("durationSeconds")
+        seconds = seconds if isinstance(seconds, int | float) and not isinstance(seconds, bool) else 8
+        aspect = parameters.get("aspectRatio")
+        return tiny_mp4(float(min(max(seconds, 1), MAX_CLIP_SECONDS)), aspect if isinstance(aspect, str) else "16:9")
 
     def _create_operation(self, model: str, prefix: str, body: dict[str, Any]) -> web.Response:
         instances = body.get("instances")
@@ -244,7 +251,7 @@ class SandboxGenAI(LoopbackUpstream):
             storage_uri=storage if isinstance(storage, str) and storage else None,
         )
         if operation.outcome in ("ok", "gcs", "oversize", "not_mp4"):
-            data = self._video_bytes(operation.outcome)
+            data = self._video_bytes(operation.outcome, parameters)
             for _ in range(samples):
                 file_id = uuid.uuid4().hex[:16]
                 operation.file_ids.append(file_id)

@@ -31,7 +31,7 @@ os.environ["NO_PROXY"] = "127.0.0.1,localhost"
 os.environ["no_proxy"] = "127.0.0.1,localhost"
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-MP4_FTYP = b"\x00\x00\x00\x18ftyp"
+MP4_FTYP = b"\x00\x00\x00\x20ftypisom"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VEO = "veo-3.0-generate-001"
 USER: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Tell a story about a dragon who learns to fly"}]
@@ -295,6 +295,7 @@ async def test_veo_enterprise_round_trip(vertex: genai.Client, google: FakeGenAI
     video = op.result.generated_videos[0].video
     assert video is not None and video.video_bytes is not None
     assert video.video_bytes.startswith(MP4_FTYP)
+    assert _clip_facts(video.video_bytes)[:2] == ((284, 160), 8.0)
     assert op.result.rai_media_filtered_count == 0
 
     assert op.name is not None
@@ -631,12 +632,39 @@ def test_media_is_structurally_valid() -> None:
 
     with Image.open(io.BytesIO(tiny_png(32, 18))) as image:
         assert image.size == (32, 18) and image.format == "PNG"
-    mp4 = tiny_mp4()
-    assert mp4.startswith(b"\x00\x00\x00\x18ftypisom\x00\x00\x02\x00isomiso2")
-    offset, boxes = 0, []
-    while offset < len(mp4):
-        size = int.from_bytes(mp4[offset : offset + 4], "big")
-        boxes.append(mp4[offset + 4 : offset + 8])
-        offset += size
-    assert boxes == [b"ftyp", b"moov", b"mdat"] and offset == len(mp4)
-    assert len(padded_mp4(10_000)) == 10_000
+    for mp4 in (tiny_mp4(), padded_mp4(100_000)):
+        assert mp4.startswith(MP4_FTYP)
+        offset, boxes = 0, []
+        while offset < len(mp4):
+            size = int.from_bytes(mp4[offset : offset + 4], "big")
+            boxes.append(mp4[offset + 4 : offset + 8])
+            offset += size
+        assert b"moov" in boxes and b"mdat" in boxes and offset == len(mp4)
+    assert len(padded_mp4(100_000)) == 100_000
+
+
+def _clip_facts(data: bytes) -> tuple[tuple[int, int], float, float]:
+    """A decoded clip's frame size, its video length in seconds and its sound's loudness (RMS)."""
+    import io
+
+    import av
+    import numpy as np
+
+    with av.open(io.BytesIO(data)) as container:
+        assert [stream.type for stream in container.streams] == ["video", "audio"]
+        frames = list(container.decode(video=0))
+        seconds = float(sum(frame.duration * frame.time_base for frame in frames if frame.duration))
+    with av.open(io.BytesIO(data)) as container:
+        sound = np.concatenate([frame.to_ndarray().ravel() for frame in container.decode(audio=0)])
+    return (frames[0].width, frames[0].height), seconds, float(np.sqrt(np.mean(sound**2)))
+
+
+@pytest.mark.parametrize(("seconds", "aspect", "size"), [(4.0, "9:16", (160, 284)), (6.0, "16:9", (284, 160))])
+def test_sandbox_clips_decode_with_the_requested_length_aspect_and_a_tone(
+    seconds: float, aspect: str, size: tuple[int, int]
+) -> None:
+    from bot.sandbox.media import padded_mp4, tiny_mp4
+
+    frame_size, length, loudness = _clip_facts(tiny_mp4(seconds, aspect))
+    assert frame_size == size and abs(length - seconds) < 0.01 and loudness > 0.05
+    assert _clip_facts(padded_mp4(len(tiny_mp4(1.0)) + 5_000))[1] > 0
