@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 SCRIPT = Path(sys.executable).parent / "reelwright"
 TOKEN = "123456789:AAH-benchStartupToken_0123456789abcd"
 #: Packages an idle Telegram bot has no use for; ``--imports`` says which of them it loaded.
-HEAVY = ("openai", "google.genai", "discord", "PIL", "bot.sandbox", "alembic", "tests")
+HEAVY = ("openai", "google.genai", "discord", "PIL", "redis", "bot.sandbox", "alembic", "tests")
 
 
 def help_runs(runs: int) -> tuple[list[float], int]:
