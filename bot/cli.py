@@ -1,5 +1,10 @@
 """``reelwright``: ``run`` starts every platform that has a token (the console when none has);
-``console`` always opens the terminal chat."""
+``console`` always opens the terminal chat.
+
+The arguments are parsed before anything of the bot is imported, and each ``serve_*`` function
+imports only what its process serves: ``--help`` answers at once, and a Telegram bot never loads
+discord.py (nor the other way round). tests/bot/test_cli.py checks what importing this module loads.
+"""
 
 from __future__ import annotations
 
@@ -10,18 +15,10 @@ import signal
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bot.console.adapter import ConsoleSender, run_console
-from bot.health import start_health_server
-from bot.logging_setup import configure_logging, log_to_file
-from bot.runtime import (
-    PlatformStartError,
-    check_settings,
-    register_send_only_senders,
-    start_runtime,
-)
-from connectors.settings import Settings, SettingsError, load_settings
+if TYPE_CHECKING:
+    from connectors.settings import Settings
 
 log = logging.getLogger("reelwright")
 
@@ -41,6 +38,11 @@ def _secrets(settings: Settings) -> list[str]:
 
 
 async def serve_console(settings: Settings) -> int:
+    from bot.console.adapter import ConsoleSender, run_console
+    from bot.health import start_health_server
+    from bot.logging_setup import log_to_file
+    from bot.runtime import start_runtime
+
     runtime = await start_runtime(settings, role="console")
     stop = asyncio.Event()
     maintenance = asyncio.create_task(runtime.run_background(stop))
@@ -67,6 +69,9 @@ async def serve_console(settings: Settings) -> int:
 
 async def serve_worker(settings: Settings) -> int:
     """Consume jobs from the Redis queue and deliver them through send-only platform clients."""
+    from bot.health import start_health_server
+    from bot.runtime import register_send_only_senders, start_runtime
+
     if not settings.redis_url:
         print("reelwright: `worker` needs REDIS_URL (without it, jobs run inside `reelwright run`)", file=sys.stderr)
         return 2
@@ -94,6 +99,9 @@ async def serve_platforms(settings: Settings) -> int:
     if settings.telegram_bot_token is None and settings.discord_bot_token is None:
         log.info("no TELEGRAM_BOT_TOKEN or DISCORD_BOT_TOKEN: opening the console chat")
         return await serve_console(settings)
+    from bot.health import start_health_server
+    from bot.runtime import PlatformStartError, start_runtime
+
     runtime = await start_runtime(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -144,6 +152,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     sub.add_parser("worker", help="run queued generation jobs from REDIS_URL (for multi-process setups)")
     args = parser.parse_args(argv)
     command = args.command or "run"
+    from bot.logging_setup import configure_logging
+    from bot.runtime import check_settings
+    from connectors.settings import SettingsError, load_settings
+
     try:
         settings = load_settings()
         check_settings(settings, console=command == "console")

@@ -15,6 +15,9 @@ to a retried start would pay twice). Video bytes are fetched with a size cap, ch
 the API key is sent only to the API's own host, never along a redirect to another one. In Developer
 mode a finished video names its file on Google's host; like the SDK's ``files.download`` it is asked
 of the configured base URL (a proxy or gateway), not of that host.
+
+The SDK is imported only where it is used (it costs about half a second and tens of MB): a bot
+that has made no media call has not loaded it.
 """
 
 from __future__ import annotations
@@ -24,13 +27,10 @@ import base64
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
-from google import genai
-from google.genai import errors as genai_errors
-from google.genai import types
 
 from connectors.errors import (
     AuthenticationFailed,
@@ -44,6 +44,10 @@ from connectors.errors import (
     unreachable_reason,
 )
 from connectors.resilience import UpstreamGuardConfig, configure_guard, guarded
+
+if TYPE_CHECKING:
+    from google import genai
+    from google.genai import types
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +84,8 @@ class GenAIConfig:
 
 def _request_options(seconds: float | None) -> types.HttpOptions | None:
     """Per-request HTTP options carrying a call type's timeout (the SDK counts milliseconds)."""
+    from google.genai import types
+
     return types.HttpOptions(timeout=int(seconds * 1000)) if seconds else None
 
 
@@ -122,6 +128,9 @@ def _require_config() -> GenAIConfig:
 
 
 def _build_client(config: GenAIConfig) -> genai.Client:
+    from google import genai
+    from google.genai import types
+
     http_options = types.HttpOptions(
         base_url=config.base_url,
         timeout=int(config.timeout_seconds * 1000),
@@ -189,6 +198,8 @@ def reset_genai_client() -> None:
 
 def translate_genai_error(exc: Exception) -> UpstreamError:
     """Map google-genai and transport exceptions to the project's error tree."""
+    from google.genai import errors as genai_errors
+
     if isinstance(exc, UpstreamError):
         return exc
     if isinstance(exc, genai_errors.APIError):
@@ -228,6 +239,8 @@ def _api_base(config: GenAIConfig) -> str:
 
 def _status_error(status: int, payload: Any) -> UpstreamError:
     """Raise what the SDK would for an error answer to our own REST call."""
+    from google.genai import errors as genai_errors
+
     error = payload.get("error", {}) if isinstance(payload, dict) else {}
     return translate_genai_error(
         genai_errors.APIError(status, {"error": error} if error else {"error": {"message": str(payload)}})
@@ -249,6 +262,8 @@ async def start_video(
     config = _require_config()
     try:
         if config.enterprise:
+            from google.genai import types
+
             client = await get_genai_client()
             source = types.GenerateVideosSource(
                 prompt=prompt,
@@ -325,6 +340,8 @@ async def poll_video(operation_name: str) -> VideoOperationStatus:
     already paid for, costs nothing, backs off by itself, and its failures are tolerated until the
     video's deadline (services/video.py).
     """
+    from google.genai import types
+
     config = _require_config()
     try:
         client = await get_genai_client()
@@ -442,6 +459,8 @@ async def generate_image(
     reference_mime_type: str = "image/png",
 ) -> GeneratedImage:
     """One image: Imagen ``generate_images`` in enterprise mode, a Gemini image model otherwise."""
+    from google.genai import types
+
     config = _require_config()
     try:
         client = await get_genai_client()

@@ -4,6 +4,9 @@ One ``AsyncOpenAI`` per process, built lazily on first use: it owns the only con
 N concurrent calls open at most N connections and sequential calls reuse one. Retries are the SDK's
 own (``max_retries``), never a loop of ours on top; a response hook marks answers that can never
 succeed by waiting (402, ``insufficient_quota``) so the SDK does not retry them either.
+
+The SDK itself is imported when the client is built (it costs about a second and tens of MB): a
+bot that has served no text command has not loaded it.
 """
 
 from __future__ import annotations
@@ -12,11 +15,7 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any
-
-import httpx2
-import openai
-from openai import AsyncOpenAI
+from typing import TYPE_CHECKING, Any
 
 from connectors.errors import (
     AuthenticationFailed,
@@ -30,6 +29,11 @@ from connectors.errors import (
     unreachable_reason,
 )
 from connectors.resilience import UpstreamGuardConfig, configure_guard, guard_for
+
+if TYPE_CHECKING:
+    import httpx2
+    import openai
+    from openai import AsyncOpenAI
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +92,9 @@ async def _mark_unrecoverable(response: httpx2.Response) -> None:
 
 
 def _build_client(config: OpenRouterConfig) -> AsyncOpenAI:
+    import httpx2
+    import openai
+
     headers = {"X-Title": config.app_name, **config.extra_headers}
     if config.site_url:
         headers["HTTP-Referer"] = config.site_url
@@ -96,7 +103,7 @@ def _build_client(config: OpenRouterConfig) -> AsyncOpenAI:
         limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=1000, keepalive_expiry=30),
         event_hooks={"response": [_mark_unrecoverable]},
     )
-    return AsyncOpenAI(
+    return openai.AsyncOpenAI(
         api_key=config.api_key,
         base_url=config.base_url,
         max_retries=config.max_retries,
@@ -155,6 +162,8 @@ def _body_text(body: object) -> str:
 
 def translate_openai_error(exc: Exception) -> UpstreamError:
     """Map an ``openai`` exception to the project's error tree; the one place that knows both."""
+    import openai
+
     if isinstance(exc, openai.APIConnectionError) and (unreachable := unreachable_reason(exc)):
         return UpstreamUnavailable(f"unreachable: {unreachable}", provider=PROVIDER)
     if isinstance(exc, openai.APITimeoutError):

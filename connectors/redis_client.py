@@ -1,19 +1,19 @@
 """The shared Redis client (REDIS_URL): one connection pool per process, built lazily on first use,
 closed at shutdown. Budget reservations and the per-user rate limit use it, so every bot and worker
-process sharing REDIS_URL sees the same counters.
+process sharing REDIS_URL sees the same counters. redis-py is imported only when a pool is built:
+a bot without REDIS_URL never loads it.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import InvalidResponse, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from connectors.database import os_error_reason
 from connectors.settings import SettingsError
+
+if TYPE_CHECKING:
+    from redis.asyncio import BlockingConnectionPool, Redis
 
 #: Connections to Redis per process. A burst of commands waits for a free one (up to
 #: ``POOL_WAIT_SECONDS``) instead of failing, as redis-py's default pool does past its size.
@@ -43,6 +43,8 @@ def redis_pool() -> BlockingConnectionPool:
     if _pool is None:
         if _url is None:
             raise RuntimeError("configure_redis() must be given REDIS_URL before Redis is used")
+        from redis.asyncio import BlockingConnectionPool
+
         _pool = BlockingConnectionPool.from_url(
             _url,
             max_connections=MAX_CONNECTIONS,
@@ -57,6 +59,8 @@ def redis_pool() -> BlockingConnectionPool:
 def redis_client() -> Redis:
     global _client
     if _client is None:
+        from redis.asyncio import Redis
+
         _client = Redis(connection_pool=redis_pool())
     return _client
 
@@ -69,6 +73,10 @@ async def check_redis() -> None:
     """
     if _url is None:
         return
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import InvalidResponse, ResponseError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
     try:
         parts = urlsplit(_url)
         where = parts.path if parts.scheme == "unix" else f"{parts.hostname or 'localhost'}:{parts.port or 6379}"

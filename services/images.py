@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import warnings
 
-from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel
 
 from connectors.errors import UserInputError
@@ -48,6 +47,8 @@ def check_image(data: bytes, *, max_bytes: int, max_pixels: int) -> CheckedImage
         raise UserInputError("The image is empty (0 bytes). Please send the picture again.")
     if len(data) > max_bytes:
         raise image_too_large(max_bytes, len(data))
+    from PIL import Image, UnidentifiedImageError  # loaded on the first image, not by every bot process
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

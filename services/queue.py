@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from taskiq import AsyncBroker, InMemoryBroker
-from taskiq_redis import RedisStreamBroker
 
 from services.jobs import JobLate, JobOutcome, JobProgress, JobService
 from services.video import VideoProgress
@@ -120,6 +119,9 @@ class JobQueue:
         self.redis_url = redis_url
         self.broker: AsyncBroker
         if redis_url:
+            # Imported only here: it loads redis-py, which a bot without REDIS_URL never needs.
+            from taskiq_redis import RedisStreamBroker
+
             self.broker = RedisStreamBroker(
                 url=redis_url,
                 queue_name=queue_name,

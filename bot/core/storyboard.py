@@ -2,8 +2,9 @@
 so a creator sees the story's shape at a glance.
 
 Drawn with Pillow in a worker process (``draw_storyboard``), never on the event loop's thread nor
-beside it in a thread: see ``draw_storyboard`` for why. This module imports only Pillow and the
-standard library at run time, so a worker starts small; the story travels to it as plain data.
+beside it in a thread: see ``draw_storyboard`` for why. This module imports only the standard
+library at run time, and Pillow where it draws (the worker processes preload it), so the bot does
+not carry Pillow until it draws and a worker starts small; the story travels to it as plain data.
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from PIL import Image, ImageDraw, ImageFont
-
 if TYPE_CHECKING:
+    from PIL import Image, ImageDraw, ImageFont
+
     from services.story import Story
 
 log = logging.getLogger(__name__)
+
+#: What the worker processes load before their first sheet (the forkserver preloads them).
+PILLOW_MODULES = ("PIL.Image", "PIL.ImageDraw", "PIL.ImageFont")
 
 CELL_WIDTH = 360
 CELL_HEIGHT = 200
@@ -89,6 +93,8 @@ def _font(size: int) -> ImageFont.FreeTypeFont:
     must not be shared between threads that draw at the same time (the fallback path)."""
     cache: dict[int, ImageFont.FreeTypeFont] = _local.__dict__.setdefault("fonts", {})
     if size not in cache:
+        from PIL import ImageFont
+
         font = ImageFont.load_default(size=size)
         if not isinstance(font, ImageFont.FreeTypeFont):
             raise RuntimeError("Pillow was built without FreeType; storyboards need it")
@@ -162,6 +168,8 @@ def _cell_background(colour_index: int) -> Image.Image:
     """A cell's frame and number badge, drawn once per process and colour, then pasted."""
     cache: dict[int, Image.Image] = _local.__dict__.setdefault("cells", {})
     if colour_index not in cache:
+        from PIL import Image, ImageDraw
+
         colour = PALETTE[colour_index]
         cell = Image.new("RGB", (CELL_WIDTH + 1, CELL_HEIGHT + 1), BACKGROUND)
         draw = ImageDraw.Draw(cell)
@@ -179,6 +187,8 @@ def draw_sheet(sheet: Sheet) -> bytes:
     JPEG, not PNG: encoding is ten times cheaper (about 2 ms against 24 ms for a five-segment
     sheet, measured), which matters when a thousand stories arrive at once.
     """
+    from PIL import Image, ImageDraw
+
     columns, rows = grid(len(sheet.cells))
     width = MARGIN + columns * (CELL_WIDTH + MARGIN)
     height = HEADER + rows * (CELL_HEIGHT + MARGIN) + MARGIN
@@ -255,7 +265,7 @@ def _pool() -> ProcessPoolExecutor:
             # A worker also imports the main module, which is why the ``reelwright`` script's module
             # (bot/__main__.py) imports nothing at the top.
             if context.get_start_method() == "forkserver":
-                context.set_forkserver_preload([__name__])
+                context.set_forkserver_preload([__name__, *PILLOW_MODULES])
             _workers = ProcessPoolExecutor(
                 max_workers=storyboard_worker_count(), mp_context=context, initializer=_exit_with_parent
             )

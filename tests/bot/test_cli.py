@@ -14,6 +14,9 @@ import pytest
 from bot.core.dispatcher import SANDBOX_FOOTER
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[2]
+#: What an idle process of one platform has no use for; each costs from a few to tens of MB.
+HEAVY_PACKAGES = ("openai", "google", "discord", "telegram", "PIL", "alembic", "redis", "bot.sandbox", "bot.runtime")
 
 
 def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -174,3 +177,33 @@ def test_a_database_that_does_not_exist_stops_the_worker_with_one_line(tmp_path:
     missing = postgres_url.rsplit("/", 1)[0] + "/reelwright_no_such_database"
     result = run_cli(tmp_path, "worker", DATABASE_URL=missing, REDIS_URL=UNREACHABLE_REDIS)
     assert_one_line_naming(result, "DATABASE_URL", 'refused: database "reelwright_no_such_database" does not exist')
+
+
+def heavy_modules_after(code: str) -> list[str]:
+    """The modules of HEAVY_PACKAGES loaded once ``code`` has run in a fresh interpreter."""
+    probe = f"{code}\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    loaded: list[str] = json.loads(result.stdout.splitlines()[-1])
+    return [name for name in loaded if any(name == heavy or name.startswith(heavy + ".") for heavy in HEAVY_PACKAGES)]
+
+
+def test_importing_the_cli_loads_no_platform_sdk_or_bot_layer() -> None:
+    assert heavy_modules_after("import bot.cli") == []
+
+
+def test_help_is_answered_before_the_bot_is_imported() -> None:
+    code = (
+        "import contextlib, io, bot.cli\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "    bot.cli.main(['--help'])"
+    )
+    assert heavy_modules_after(code) == []
+
+
+@pytest.mark.parametrize(("platform", "other"), [("telegram", "discord"), ("discord", "telegram")])
+def test_one_platform_process_never_loads_the_other_platform_nor_the_ai_sdks(platform: str, other: str) -> None:
+    """What ``reelwright run`` imports to serve one platform, before any command has run."""
+    loaded = heavy_modules_after(f"import bot.cli, bot.runtime, bot.health, bot.{platform}.app")
+    assert not [name for name in loaded if name.split(".")[0] in (other, "openai", "google", "redis")]
+    assert not [name for name in loaded if name.startswith("bot.sandbox")]
