@@ -76,3 +76,33 @@ async def test_costs_stored_as_strings_are_migrated_to_microdollars(database: st
     ledger.record(user_key="u", chat_key="c", command="write", model="m", usage=Usage(prompt_tokens=1_000_000))
     assert await ledger.flush() == 1  # the migrated table takes new rows
     assert (await ledger.spent("user", "u")).today == Decimal("3.200123") + Decimal(5)  # fallback: $5 per 1M in
+
+
+def test_the_head_revision_read_from_the_scripts_is_alembics() -> None:
+    """Starting on an up-to-date database skips Alembic by comparing with this revision, so it
+    must be exactly what Alembic itself calls head."""
+    from alembic.script import ScriptDirectory
+
+    from services.store.migrate import head_revision
+
+    assert head_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+async def test_a_database_at_head_is_started_without_importing_alembic(database: str) -> None:
+    import asyncio
+    import sys
+    from pathlib import Path
+
+    probe = (
+        "import asyncio, sys\n"
+        "from connectors.database import configure_database\n"
+        "from services.store.migrate import migrate_to_head\n"
+        f"configure_database({database!r})\n"
+        "asyncio.run(migrate_to_head())\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))\n"
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", probe, cwd=Path(__file__).parents[2], stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await process.communicate()
+    assert process.returncode == 0 and out.decode().strip() == "[]"
