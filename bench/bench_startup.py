@@ -64,8 +64,9 @@ def loaded_packages(importtime_log: str) -> list[str]:
     return sorted(heavy for heavy in HEAVY if any(name == heavy or name.startswith(heavy + ".") for name in names))
 
 
-async def idle_run(settle: float, imports: bool) -> tuple[int, int, list[str] | None]:
-    """VmRSS and VmHWM (KB) of an idle ``reelwright run`` serving Telegram, and what it imported."""
+async def idle_run(tmp: str, settle: float, imports: bool) -> tuple[int, int, list[str] | None]:
+    """VmRSS and VmHWM (KB) of an idle ``reelwright run`` serving Telegram from ``tmp`` (its database
+    and MEDIA_DIR), and what it imported."""
     # Imported here, after the --help runs: a child's peak RSS counts this process's until exec.
     from bot.sandbox.fake_genai import SandboxGenAI
     from bot.sandbox.fake_openrouter import SandboxOpenRouter
@@ -75,52 +76,49 @@ async def idle_run(settle: float, imports: bool) -> tuple[int, int, list[str] | 
     text, media = SandboxOpenRouter(), SandboxGenAI()
     await telegram.start()
     openrouter_url, genai_url = await text.start(), await media.start()
-    with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.endswith(("_API_KEY", "_TOKEN", "_BASE_URL", "_URL")) and "PROXY" not in key.upper()
-        }
-        env.update(
-            NO_PROXY="127.0.0.1,localhost",
-            HOME=tmp,
-            MEDIA_DIR=f"{tmp}/media",
-            DATABASE_URL=f"sqlite+aiosqlite:///{tmp}/reelwright.sqlite3",
-            TELEGRAM_BOT_TOKEN=TOKEN,
-            TELEGRAM_API_BASE_URL=telegram.api_base,
-            TELEGRAM_FILE_BASE_URL=telegram.file_base,
-            OPENROUTER_API_KEY="bench-key",
-            OPENROUTER_BASE_URL=openrouter_url,
-            GOOGLE_API_KEY="bench-key",
-            GENAI_BASE_URL=genai_url,
-            LOG_LEVEL="WARNING",
-        )
-        if imports:
-            env["PYTHONPROFILEIMPORTTIME"] = "1"
-        process = await asyncio.create_subprocess_exec(
-            str(SCRIPT), "run", cwd=tmp, env=env, stderr=asyncio.subprocess.PIPE
-        )
-        assert process.stderr is not None
-        stderr = asyncio.create_task(process.stderr.read())
-        try:
-            # Polling starts with deleteWebhook (getUpdates calls are not recorded by the fake).
-            polling = asyncio.create_task(telegram.wait_for_call("deleteWebhook"))
-            exited = asyncio.create_task(process.wait())
-            await asyncio.wait({polling, exited}, return_when=asyncio.FIRST_COMPLETED)
-            if exited.done():
-                polling.cancel()
-                raise SystemExit(f"reelwright run exited with {process.returncode}:\n{(await stderr).decode()[-3000:]}")
-            await asyncio.sleep(settle)
-            rss, hwm = proc_status_kb(process.pid, "VmRSS"), proc_status_kb(process.pid, "VmHWM")
-        finally:
-            process.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(process.wait(), 30)
-            log = (await stderr).decode(errors="replace")
-            await telegram.stop()
-            await text.stop()
-            await media.stop()
-        if process.returncode != 0:
-            raise SystemExit(f"reelwright run exited with {process.returncode}:\n{log[-2000:]}")
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.endswith(("_API_KEY", "_TOKEN", "_BASE_URL", "_URL")) and "PROXY" not in key.upper()
+    }
+    env.update(
+        NO_PROXY="127.0.0.1,localhost",
+        HOME=tmp,
+        MEDIA_DIR=f"{tmp}/media",
+        DATABASE_URL=f"sqlite+aiosqlite:///{tmp}/reelwright.sqlite3",
+        TELEGRAM_BOT_TOKEN=TOKEN,
+        TELEGRAM_API_BASE_URL=telegram.api_base,
+        TELEGRAM_FILE_BASE_URL=telegram.file_base,
+        OPENROUTER_API_KEY="bench-key",
+        OPENROUTER_BASE_URL=openrouter_url,
+        GOOGLE_API_KEY="bench-key",
+        GENAI_BASE_URL=genai_url,
+        LOG_LEVEL="WARNING",
+    )
+    if imports:
+        env["PYTHONPROFILEIMPORTTIME"] = "1"
+    process = await asyncio.create_subprocess_exec(str(SCRIPT), "run", cwd=tmp, env=env, stderr=asyncio.subprocess.PIPE)
+    assert process.stderr is not None
+    stderr = asyncio.create_task(process.stderr.read())
+    try:
+        # Polling starts with deleteWebhook (getUpdates calls are not recorded by the fake).
+        polling = asyncio.create_task(telegram.wait_for_call("deleteWebhook"))
+        exited = asyncio.create_task(process.wait())
+        await asyncio.wait({polling, exited}, return_when=asyncio.FIRST_COMPLETED)
+        if exited.done():
+            polling.cancel()
+            raise SystemExit(f"reelwright run exited with {process.returncode}:\n{(await stderr).decode()[-3000:]}")
+        await asyncio.sleep(settle)
+        rss, hwm = proc_status_kb(process.pid, "VmRSS"), proc_status_kb(process.pid, "VmHWM")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.wait(), 30)
+        log = (await stderr).decode(errors="replace")
+        await telegram.stop()
+        await text.stop()
+        await media.stop()
+    if process.returncode != 0:
+        raise SystemExit(f"reelwright run exited with {process.returncode}:\n{log[-2000:]}")
     return rss, hwm, loaded_packages(log) if imports else None
 
 
@@ -136,10 +134,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"reelwright --help: min {min(times):.3f} s, median {statistics.median(times):.3f} s "
         f"({args.runs} runs), peak RSS {peak_kb / 1024:.0f} MB"
     )
-    rss, hwm, loaded = asyncio.run(idle_run(args.settle, args.imports))
-    print(f"reelwright run (Telegram, idle {args.settle:g} s): VmRSS {rss / 1024:.0f} MB, VmHWM {hwm / 1024:.0f} MB")
-    if loaded is not None:
-        print(f"heavy packages loaded while idle: {', '.join(loaded) or 'none'}")
+    with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
+        for start in ("first start (new database, migrated)", "restart (database at the newest migration)"):
+            rss, hwm, loaded = asyncio.run(idle_run(tmp, args.settle, args.imports))
+            print(
+                f"reelwright run (Telegram, idle {args.settle:g} s), {start}: "
+                f"VmRSS {rss / 1024:.0f} MB, VmHWM {hwm / 1024:.0f} MB"
+            )
+            if loaded is not None:
+                print(f"  heavy packages loaded while idle: {', '.join(loaded) or 'none'}")
 
 
 if __name__ == "__main__":
