@@ -1,4 +1,4 @@
-"""Google GenAI (Veo videos, Imagen / Gemini images) through the official ``google-genai`` SDK.
+"""Google GenAI (Veo videos, Imagen / Gemini images, Gemini speech) through the official ``google-genai`` SDK.
 
 Two kinds of key are supported:
 
@@ -7,7 +7,8 @@ Two kinds of key are supported:
 * a plain Gemini API key (Developer API): google-genai 3.x refuses ``generate_videos`` client-side,
   so the video is started with one REST call (``:predictLongRunning``) on our own aiohttp session and
   then polled with the SDK's ``operations.get``; thumbnails use a Gemini image model through
-  ``generate_content``.
+  ``generate_content``. Speech (Gemini text-to-speech) is ``generate_content`` with an AUDIO
+  response in both modes.
 
 Both the SDK client and the aiohttp session are lazy per-process singletons. Retries are the SDK's
 ``HttpRetryOptions``; the paid start call in Developer mode is deliberately not retried (a lost reply
@@ -58,6 +59,10 @@ MAX_REDIRECTS = 5
 RETRYABLE_STATUS = [408, 429, 500, 502, 503, 504]
 #: A Files API URI's path, e.g. ``/v1beta/files/abc123:download``; the id rule is the SDK's own.
 _FILES_PATH = re.compile(r"/files/(?P<id>[a-z0-9]+)(?::download)?$")
+#: Gemini TTS answers raw 16-bit little-endian mono PCM, e.g. ``audio/L16;codec=pcm;rate=24000``.
+_PCM_MIME = re.compile(r"^audio/(?:l16|pcm)\b", re.IGNORECASE)
+_PCM_RATE = re.compile(r"\brate=(?P<rate>\d+)", re.IGNORECASE)
+DEFAULT_SPEECH_SAMPLE_RATE = 24_000
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,17 @@ class VideoOperationStatus:
 class GeneratedImage:
     image_bytes: bytes
     mime_type: str
+
+
+@dataclass(frozen=True)
+class SynthesizedSpeech:
+    """Speech as the API sent it: signed 16-bit little-endian mono PCM, with the call's token counts."""
+
+    pcm: bytes = field(repr=False)
+    sample_rate: int
+    mime_type: str
+    prompt_tokens: int = 0
+    output_tokens: int = 0
 
 
 _config: GenAIConfig | None = None
@@ -504,3 +520,52 @@ async def generate_image(
             if part.inline_data and part.inline_data.data:
                 return GeneratedImage(part.inline_data.data, part.inline_data.mime_type or "image/png")
     raise InvalidResponse("the image model returned no image", provider=PROVIDER)
+
+
+def pcm_sample_rate(mime_type: str) -> int | None:
+    """The sample rate of a raw PCM mime type (24 kHz when it names none); None for anything else."""
+    if not _PCM_MIME.match(mime_type.strip()):
+        return None
+    match = _PCM_RATE.search(mime_type)
+    return int(match["rate"]) if match else DEFAULT_SPEECH_SAMPLE_RATE
+
+
+@guarded(PROVIDER, "speech")
+async def synthesize_speech(*, text: str, voice: str, model: str) -> SynthesizedSpeech:
+    """Speak ``text`` with a prebuilt Gemini voice (the paid call); ``text`` is already cleaned."""
+    from google.genai import types
+
+    try:
+        client = await get_genai_client()
+        content = await client.aio.models.generate_content(
+            model=model,
+            contents=text,
+            config=types.GenerateContentConfig(
+                response_modalities=["AUDIO"],
+                speech_config=types.SpeechConfig(
+                    voice_config=types.VoiceConfig(prebuilt_voice_config=types.PrebuiltVoiceConfig(voice_name=voice))
+                ),
+            ),
+        )
+    except UpstreamError:
+        raise
+    except Exception as exc:
+        raise translate_genai_error(exc) from exc
+    usage = content.usage_metadata
+    prompt_tokens = int(usage.prompt_token_count or 0) if usage else 0
+    output_tokens = int(usage.candidates_token_count or 0) if usage else 0
+    for candidate in content.candidates or []:
+        if candidate.finish_reason and str(candidate.finish_reason).endswith(("SAFETY", "PROHIBITED_CONTENT")):
+            raise ContentBlocked(f"speech blocked: {candidate.finish_reason}", provider=PROVIDER)
+        for part in (candidate.content.parts if candidate.content else None) or []:
+            inline = part.inline_data
+            if inline is None or not inline.data:
+                continue
+            mime_type = inline.mime_type or ""
+            rate = pcm_sample_rate(mime_type)
+            if rate is None:
+                raise InvalidResponse(f"the speech model sent {mime_type or 'audio'} instead of PCM", provider=PROVIDER)
+            if len(inline.data) % 2:
+                raise InvalidResponse("the speech model sent a partial 16-bit sample", provider=PROVIDER)
+            return SynthesizedSpeech(inline.data, rate, mime_type, prompt_tokens, output_tokens)
+    raise InvalidResponse("the speech model returned no audio", provider=PROVIDER)

@@ -53,6 +53,7 @@ SERVICE_NAMES: dict[str, str] = {
     "video_start": "video service",
     "video_poll": "video service",
     "image": "image service",
+    "speech": "narration service",
 }
 
 

@@ -23,7 +23,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from bot.sandbox.fake_openrouter import synthesize_json
-from bot.sandbox.media import NOT_MP4_HTML, padded_mp4, tiny_mp4, tiny_png
+from bot.sandbox.media import NOT_MP4_HTML, padded_mp4, speech_pcm, tiny_mp4, tiny_png
 from bot.sandbox.upstream import LoopbackUpstream, RecordedRequest, ReplyShape, json_response
 
 __all__ = ["ImageOutcome", "SandboxGenAI", "VideoOutcome"]
@@ -70,6 +70,14 @@ KEPT_VIDEO_JOBS = 1024
 
 #: The longest clip the sandbox makes, whatever the request says.
 MAX_CLIP_SECONDS = 30
+
+#: Sandbox speech lasts this long per character of text, up to ``MAX_SPEECH_SECONDS``.
+SPEECH_SECONDS_PER_CHAR = 0.06
+MAX_SPEECH_SECONDS = 30.0
+#: Gemini TTS's sample rate and wire format for speech, and the audio tokens it bills per second.
+SPEECH_SAMPLE_RATE = 24_000
+SPEECH_MIME_TYPE = f"audio/L16;codec=pcm;rate={SPEECH_SAMPLE_RATE}"
+AUDIO_TOKENS_PER_SECOND = 25
 
 _FILTER_REASON = "Sandbox: the prompt was blocked by the safety filter."
 _VERTEX_VIDEO_TYPE = "type.googleapis.com/cloud.ai.large_models.vision.GenerateVideoResponse"
@@ -375,6 +383,8 @@ class SandboxGenAI(LoopbackUpstream):
         config = body.get("generationConfig") if isinstance(body.get("generationConfig"), dict) else {}
         assert isinstance(config, dict)
         modalities = [str(m).upper() for m in config.get("responseModalities") or []]
+        if "AUDIO" in modalities and not refused:
+            return self._speech(model, prompt)
         wants_image = "IMAGE" in modalities or "image" in model.lower()
         usage = {
             "promptTokenCount": len(prompt.split()),
@@ -400,6 +410,25 @@ class SandboxGenAI(LoopbackUpstream):
             "content": {"role": "model", "parts": parts_out},
             "finishReason": (finish or "STOP").upper(),
             "index": 0,
+        }
+        return json_response({"candidates": [candidate], "usageMetadata": usage, "modelVersion": model})
+
+    @staticmethod
+    def _speech(model: str, prompt: str) -> web.Response:
+        """Real PCM (a tone) as long as reading ``prompt`` aloud might take, shaped like Gemini TTS."""
+        seconds = round(min(max(len(prompt), 1) * SPEECH_SECONDS_PER_CHAR, MAX_SPEECH_SECONDS), 3)
+        audio = base64.b64encode(speech_pcm(seconds, SPEECH_SAMPLE_RATE)).decode()
+        prompt_tokens = len(prompt.split())
+        audio_tokens = round(seconds * AUDIO_TOKENS_PER_SECOND)
+        candidate = {
+            "content": {"role": "model", "parts": [{"inlineData": {"mimeType": SPEECH_MIME_TYPE, "data": audio}}]},
+            "finishReason": "STOP",
+            "index": 0,
+        }
+        usage = {
+            "promptTokenCount": prompt_tokens,
+            "candidatesTokenCount": audio_tokens,
+            "totalTokenCount": prompt_tokens + audio_tokens,
         }
         return json_response({"candidates": [candidate], "usageMetadata": usage, "modelVersion": model})
 

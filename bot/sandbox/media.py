@@ -16,7 +16,7 @@ import av
 import numpy as np
 from PIL import Image
 
-__all__ = ["CLIP_SIZES", "NOT_MP4_HTML", "encode_clip", "padded_mp4", "tiny_mp4", "tiny_png"]
+__all__ = ["CLIP_SIZES", "NOT_MP4_HTML", "encode_clip", "padded_mp4", "speech_pcm", "tiny_mp4", "tiny_png"]
 
 #: What a misconfigured CDN or proxy returns instead of a video: used for the "not_mp4" outcome.
 NOT_MP4_HTML: bytes = (
@@ -44,6 +44,18 @@ TONE_HZ = 440.0
 
 _AUDIO_RATE = 24_000
 _AUDIO_FRAME = 1024
+
+#: The sandbox narration's pitch: lower than the clips' tone, so both can be heard in a mix.
+SPEECH_HZ = 220.0
+
+
+@lru_cache(maxsize=64)
+def speech_pcm(seconds: float, rate: int = _AUDIO_RATE) -> bytes:
+    """Stand-in speech as Gemini TTS sends it: signed 16-bit little-endian mono PCM, a steady tone
+    loud enough that the stitch's speech detector ducks the clip audio under it."""
+    t = np.arange(round(seconds * rate), dtype=np.float64) / rate
+    samples = 0.3 * np.sin(2 * np.pi * SPEECH_HZ * t) * 32767
+    return samples.astype("<i2").tobytes()
 
 
 def _tone_frames(seconds: float) -> Iterator[av.AudioFrame]:

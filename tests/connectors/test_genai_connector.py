@@ -4,6 +4,7 @@ both kinds of key (enterprise / Vertex express, and a plain Gemini Developer API
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -23,6 +24,7 @@ from connectors.genai_connector import (
     is_mp4,
     poll_video,
     start_video,
+    synthesize_speech,
 )
 from tests.conftest import genai_config
 from tests.fakes import FakeGenAI, Fault
@@ -267,3 +269,53 @@ async def test_a_refused_connection_is_reported_as_refused(fake_genai: FakeGenAI
             await generate_image(model="imagen-4.0-generate-001", prompt="a cat", aspect_ratio="16:9")
     finally:
         await genai_connector.close_genai_client()
+
+
+TTS_MODEL = "gemini-2.5-flash-preview-tts"
+
+
+def _field(message: dict[str, Any], camel: str) -> Any:
+    """A JSON field by its camelCase name or its proto name: the SDK sends the speech config's inner
+    fields in snake_case to the Developer API (protobuf JSON accepts both) and camelCase to Vertex."""
+    snake = "".join(f"_{c.lower()}" if c.isupper() else c for c in camel)
+    return message[camel] if camel in message else message[snake]
+
+
+async def test_speech_is_pcm_at_the_rate_its_mime_type_names(fake_genai: FakeGenAI, mode: str) -> None:
+    speech = await synthesize_speech(text="Once upon a time", voice="Kore", model=TTS_MODEL)
+    assert speech.sample_rate == 24_000
+    assert speech.mime_type.lower().startswith("audio/l16")
+    assert speech.pcm and len(speech.pcm) % 2 == 0
+    assert speech.prompt_tokens > 0 and speech.output_tokens > 0
+    [request] = fake_genai.requests
+    assert request.route == "generateContent"
+    assert f"models/{TTS_MODEL}:generateContent" in request.path
+    generation = request.json["generationConfig"]
+    assert generation["responseModalities"] == ["AUDIO"]
+    assert (
+        _field(_field(_field(generation["speechConfig"], "voiceConfig"), "prebuiltVoiceConfig"), "voiceName") == "Kore"
+    )
+    assert request.path.startswith("/v1beta1/" if mode == "enterprise" else "/v1beta/")
+
+
+async def test_longer_text_gives_longer_speech(fake_genai: FakeGenAI, mode: str) -> None:
+    short = await synthesize_speech(text="Hi there.", voice="Puck", model=TTS_MODEL)
+    long = await synthesize_speech(text="Hi there, and welcome to a much longer line.", voice="Puck", model=TTS_MODEL)
+    assert len(long.pcm) > len(short.pcm)
+
+
+@pytest.mark.parametrize(("code", "error"), [(429, RateLimited), (500, UpstreamUnavailable)])
+async def test_speech_errors_are_translated(
+    fake_genai: FakeGenAI, mode: str, code: int, error: type[Exception]
+) -> None:
+    fake_genai.inject(Fault.status(code), route="generateContent")
+    with pytest.raises(error):
+        await synthesize_speech(text="hello", voice="Kore", model=TTS_MODEL)
+    assert len(fake_genai.requests) == 1
+
+
+def test_pcm_sample_rate_reads_the_mime_type() -> None:
+    assert genai_connector.pcm_sample_rate("audio/L16;codec=pcm;rate=24000") == 24_000
+    assert genai_connector.pcm_sample_rate("audio/L16; rate=16000") == 16_000
+    assert genai_connector.pcm_sample_rate("audio/pcm") == 24_000
+    assert genai_connector.pcm_sample_rate("audio/mpeg") is None
