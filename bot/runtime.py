@@ -354,6 +354,8 @@ async def _configure_upstreams(settings: Settings, stack: AsyncExitStack, *, san
             video_model=settings.video_model,
             image_model=settings.image_model,
             gemini_image_model=settings.gemini_image_model,
+            tts_model=settings.tts_model,
+            tts_voice=settings.tts_voice,
             genai_enterprise=enterprise,
             max_prompt_chars=settings.max_prompt_chars,
             max_image_bytes=settings.max_image_bytes,

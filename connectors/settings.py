@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     """Thumbnail model in enterprise mode (Imagen)."""
     gemini_image_model: str = "gemini-2.5-flash-image"
     """Thumbnail model with a plain Gemini API key."""
+    tts_model: str = "gemini-2.5-flash-preview-tts"
+    """Gemini text-to-speech model for narration (any kind of Google key)."""
+    tts_voice: str = "Kore"
+    """Default prebuilt Gemini voice for narration (Kore, Puck, Charon, ...)."""
     media_timeout_seconds: float = Field(default=120.0, gt=0, le=600)
     """Timeout per media request attempt."""
     media_max_retries: int = Field(default=3, ge=1, le=8)
@@ -244,6 +248,8 @@ class Settings(BaseSettings):
         "video_model",
         "image_model",
         "gemini_image_model",
+        "tts_model",
+        "tts_voice",
         "story_model",
         "meme_model",
         "content_model",

@@ -15,6 +15,8 @@ class ServiceConfig:
     video_model: str = "veo-3.0-fast-generate-001"
     image_model: str = "imagen-4.0-generate-001"
     gemini_image_model: str = "gemini-2.5-flash-image"
+    tts_model: str = "gemini-2.5-flash-preview-tts"
+    tts_voice: str = "Kore"
     genai_enterprise: bool = False
     max_prompt_chars: int = 2000
     max_image_bytes: int = 10 * 1024 * 1024

@@ -76,6 +76,8 @@ DEFAULT_PRICES: dict[str, ModelPrice] = {
     "veo-2.0-generate-001": ModelPrice(per_second=Decimal("0.50")),
     "imagen-4.0-generate-001": ModelPrice(per_image=Decimal("0.04")),
     "gemini-2.5-flash-image": ModelPrice(per_image=Decimal("0.039")),
+    # Text in, audio tokens out (25 per second of speech).
+    "gemini-2.5-flash-preview-tts": ModelPrice(input_per_million=Decimal("0.50"), output_per_million=Decimal("10")),
 }
 FALLBACK_PRICE = ModelPrice(
     input_per_million=Decimal("5"),
