@@ -8,17 +8,21 @@ import wave
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
+from bot.sandbox.media import SPEECH_HZ, TONE_HZ, tiny_mp4
 from connectors import genai_connector
 from connectors.errors import RateLimited, UpstreamUnavailable, UserInputError
 from services.config import ServiceConfig, configure_services
 from services.metering import Meter, current_meter
 from services.narration import narrate
 from services.pricing import PriceTable
+from services.stitch import Segment, StitchRequest, stitch
 from tests.conftest import TEST_SERVICE_CONFIG, genai_config
 from tests.fakes import FakeGenAI, Fault
+from tests.services.test_stitch import SMALL, _level, _sound
 
 TTS_MODEL = ServiceConfig().tts_model
 
@@ -117,3 +121,18 @@ async def test_concurrent_narrations_meter_their_own_commands(speech_fake: FakeG
     assert all(len(meter.entries) == 1 for meter, _ in results)
     durations = [seconds for _, seconds in results]
     assert durations == sorted(durations) and len(set(durations)) == len(durations)
+
+
+async def test_the_stitch_mixes_a_narration_over_its_clip(speech_fake: FakeGenAI, tmp_path: Path) -> None:
+    narration = await narrate("The cat raises the sail and the wind takes the little boat out to sea.")
+    assert 1.0 < narration.duration_seconds < 5.0
+    voice = tmp_path / "segment1.wav"
+    voice.write_bytes(narration.wav)
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(tiny_mp4(5.0, "9:16"))
+    segments = (Segment(clip, "The cat raises the sail.", voice),)
+    plain = await stitch(StitchRequest((Segment(clip, "x", None),), tmp_path / "plain.mp4", captions=False, **SMALL))
+    voiced = await stitch(StitchRequest(segments, tmp_path / "voiced.mp4", captions=False, **SMALL))
+    spoken = (0.2, 0.9)
+    assert _level(_sound(voiced.video, *spoken), SPEECH_HZ) > 4 * _level(_sound(plain.video, *spoken), SPEECH_HZ)
+    assert _level(_sound(voiced.video, *spoken), TONE_HZ) < _level(_sound(plain.video, *spoken), TONE_HZ)
