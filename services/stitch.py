@@ -52,6 +52,7 @@ import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
 
 from connectors.errors import ReelwrightError, UserInputError
+from services.child_processes import exit_with_parent
 
 __all__ = [
     "AUDIO_BITRATE",
@@ -701,21 +702,8 @@ def stitch_in_this_process(request: StitchRequest) -> StitchResult:
     )
 
 
-def _exit_with_parent() -> None:
-    """End the child when the bot process dies, even by SIGKILL, rather than leave an orphan encoding."""
-    parent = multiprocessing.parent_process()
-    if parent is None:
-        return
-
-    def watch() -> None:
-        multiprocessing.connection.wait([parent.sentinel])
-        os._exit(0)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
-
-
 def _child(request: StitchRequest, conn: multiprocessing.connection.Connection) -> None:
-    _exit_with_parent()
+    exit_with_parent()
     with contextlib.suppress(OSError):
         os.nice(5)
     try:

@@ -13,13 +13,14 @@ import asyncio
 import io
 import logging
 import multiprocessing
-import multiprocessing.connection
 import os
 import textwrap
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+from services.child_processes import exit_with_parent
 
 if TYPE_CHECKING:
     from PIL import Image, ImageDraw, ImageFont
@@ -240,20 +241,6 @@ def storyboard_worker_count() -> int:
     return max(1, min(4, (os.cpu_count() or 2) - 1))
 
 
-def _exit_with_parent() -> None:
-    """Runs in each worker: end it when the bot process dies, even by SIGKILL, rather than leave
-    an orphan waiting forever for work (multiprocessing keeps a pipe to the parent for this)."""
-    parent = multiprocessing.parent_process()
-    if parent is None:
-        return
-
-    def watch() -> None:
-        multiprocessing.connection.wait([parent.sentinel])
-        os._exit(0)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
-
-
 def _pool() -> ProcessPoolExecutor:
     global _workers, _workers_drew
     with _workers_lock:
@@ -267,7 +254,7 @@ def _pool() -> ProcessPoolExecutor:
             if context.get_start_method() == "forkserver":
                 context.set_forkserver_preload([__name__, *PILLOW_MODULES])
             _workers = ProcessPoolExecutor(
-                max_workers=storyboard_worker_count(), mp_context=context, initializer=_exit_with_parent
+                max_workers=storyboard_worker_count(), mp_context=context, initializer=exit_with_parent
             )
             _workers_drew = False
         return _workers

@@ -117,7 +117,7 @@ async def test_workers_that_cannot_start_leave_drawing_to_threads(
     fresh_workers: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Workers that die on start (here: their initializer exits) must not cost a failed start per story."""
-    monkeypatch.setattr(storyboard, "_exit_with_parent", sys.exit)
+    monkeypatch.setattr(storyboard, "exit_with_parent", sys.exit)
     for count in range(1, storyboard.MAX_POOLS_BROKEN_BEFORE_DRAWING + 3):
         assert await draw_storyboard(story(count)) == render_storyboard(story(count))
     assert "failed to start 3 times; drawing in threads" in caplog.text
