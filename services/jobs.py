@@ -164,30 +164,25 @@ class JobService:
         ``reservation`` is the budget held for this job: from now on the job settles or releases it.
         """
         async with self._releasing_on_error(reservation):
-            return await self._create_video_job(address, request, reservation)
-
-    async def _create_video_job(
-        self, address: JobAddress, request: VideoRequest, reservation: Reservation | None
-    ) -> str:
-        request = validate_video_request(request)
-        job_id = uuid.uuid4().hex
-        image_path = None
-        if request.image is not None:
-            path = self.media_dir / "inputs" / f"{job_id}.img"
-            await asyncio.to_thread(_write_file, path, request.image)
-            image_path = str(path)
-        payload = VideoPayload(
-            chat_key=address.chat_key,
-            reservation=reservation,
-            prompt=request.prompt,
-            duration_seconds=request.duration_seconds,
-            aspect_ratio=request.aspect_ratio,
-            negative_prompt=request.negative_prompt,
-            character=request.character,
-            image_path=image_path,
-        )
-        await self._insert(job_id, "video", address, payload)
-        return job_id
+            request = validate_video_request(request)
+            job_id = uuid.uuid4().hex
+            image_path = None
+            if request.image is not None:
+                path = self.media_dir / "inputs" / f"{job_id}.img"
+                await asyncio.to_thread(_write_file, path, request.image)
+                image_path = str(path)
+            payload = VideoPayload(
+                chat_key=address.chat_key,
+                reservation=reservation,
+                prompt=request.prompt,
+                duration_seconds=request.duration_seconds,
+                aspect_ratio=request.aspect_ratio,
+                negative_prompt=request.negative_prompt,
+                character=request.character,
+                image_path=image_path,
+            )
+            await self._insert(job_id, "video", address, payload)
+            return job_id
 
     async def create_thumbnail_job(
         self, address: JobAddress, request: ThumbnailRequest, reservation: Reservation | None = None

@@ -32,7 +32,7 @@ from bot.core.rendering import money_text
 from bot.core.replies import Reply
 from connectors.errors import QuotaError, UserInputError
 from connectors.redis_client import redis_pool
-from services.budgets import BudgetBook, BudgetRefusal, Reservation
+from services.budgets import BudgetBook, BudgetRefusal
 from services.config import ServiceConfig
 from services.ledger import UsageLedger
 from services.metering import Meter, current_meter
@@ -165,13 +165,11 @@ class Guards:
         # The console is the operator's own terminal: it is never asked to confirm.
         confirmed = (ctx.invocation.confirmed if ctx.invocation else False) or ctx.chat.platform == "console"
         must_ask = bool(self.config.confirm_above) and estimate >= self.config.confirm_above and not confirmed
-        reserved: list[Reservation] = []
 
         async def reserve() -> None:
             outcome = await self.budgets.reserve(ctx.user.key, ctx.chat_key, estimate)
             if isinstance(outcome, BudgetRefusal):
                 raise self._refused(ctx, estimate, outcome)
-            reserved.append(outcome)
             ctx.reservation = outcome
 
         async def ask_or_reserve() -> None:
@@ -201,8 +199,8 @@ class Guards:
                 actual += self.ledger.record(
                     user_key=ctx.user.key, chat_key=ctx.chat_key, command=command.name, model=model, usage=usage
                 )
-            if reserved and ctx.reservation is reserved[0]:
-                await self.budgets.settle(reserved[0], actual)
+            if ctx.reservation is not None:  # not taken over by a durable job
+                await self.budgets.settle(ctx.reservation, actual)
 
     async def _check_budgets(self, ctx: CommandContext, estimate: Decimal) -> None:
         refusal = await self.budgets.check(ctx.user.key, ctx.chat_key, estimate)

@@ -15,7 +15,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from bot.core.context import ChatRef, CommandContext
+from bot.core.context import CommandContext
 from bot.core.rendering import money_text, video_progress_text
 from bot.core.replies import Media, Reply
 from connectors.errors import UserInputError
@@ -166,7 +166,3 @@ def _age(delta: Any) -> str:
     if seconds < 172800:
         return f"{seconds // 3600} h"
     return f"{seconds // 86400} d"
-
-
-def chat_of(outcome: JobOutcome) -> ChatRef:
-    return ChatRef(platform=outcome.address.platform, id=outcome.address.chat_id, is_private=False)

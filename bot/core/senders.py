@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from bot.core.context import ChatRef
-from bot.core.jobs import chat_of, late_reply, outcome_reply
+from bot.core.jobs import late_reply, outcome_reply
 from bot.core.replies import Reply
 from bot.core.scheduling import trend_post
 from services.jobs import JobLate, JobOutcome
@@ -30,15 +30,19 @@ class ChatSenders(dict[str, ChatSender]):
             raise LookupError(f"no {platform} sender in this process yet")
         return sender
 
+    async def post(self, platform: str, chat_id: str, reply: Reply) -> None:
+        """Post ``reply`` to a chat known only by its platform and id."""
+        chat = ChatRef(platform=platform, id=chat_id, is_private=False)
+        await self.sender_for(platform).send(chat, reply)
+
     async def deliver_outcome(self, outcome: JobOutcome) -> None:
         """A finished job: its media, or its error, in the chat that asked."""
-        await self.sender_for(outcome.address.platform).send(chat_of(outcome), await outcome_reply(outcome))
+        await self.post(outcome.address.platform, outcome.address.chat_id, await outcome_reply(outcome))
 
     async def notify_late(self, notice: JobLate) -> None:
         """A video past the deadline that no command is waiting for: it will follow."""
-        chat = ChatRef(platform=notice.address.platform, id=notice.address.chat_id, is_private=False)
-        await self.sender_for(notice.address.platform).send(chat, late_reply(notice.job_id, notice.elapsed_seconds))
+        reply = late_reply(notice.job_id, notice.elapsed_seconds)
+        await self.post(notice.address.platform, notice.address.chat_id, reply)
 
     async def post_trends(self, view: ScheduleView, report: TrendReport) -> None:
-        chat = ChatRef(platform=view.platform, id=view.chat_id, is_private=False)
-        await self.sender_for(view.platform).send(chat, trend_post(view, report))
+        await self.post(view.platform, view.chat_id, trend_post(view, report))
