@@ -231,7 +231,7 @@ async def _build(settings: Settings, role: str, console: bool, prices: PriceTabl
     commands = build_commands(
         UserMemory(),
         characters=DatabaseCharacterBook(),
-        jobs=JobCommands(jobs, queue, executor),
+        jobs=JobCommands(jobs, queue, executor, senders.post),
         schedules=schedules,
     )
     commands.add(usage_command(guards, admins))
@@ -365,6 +365,8 @@ async def _configure_upstreams(settings: Settings, stack: AsyncExitStack, *, san
             video_deadline_seconds=settings.video_deadline_seconds,
             video_hard_deadline_seconds=settings.video_hard_deadline_seconds,
             video_max_bytes=settings.video_max_bytes,
+            short_long_side=settings.short_long_side,
+            short_max_bytes=settings.short_max_mb * 1024 * 1024,
         )
     )
     return _Upstreams(frozenset(sandbox), frozenset(unavailable))

@@ -235,6 +235,12 @@ class Settings(BaseSettings):
     """Veo start and image calls in flight at most."""
     media_max_waiting: int = Field(default=200, ge=0)
     """Veo start and image calls waiting in line at most."""
+    short_long_side: int = Field(default=1280, ge=128, le=1920)
+    """Pixels along the long side of a finished /short (1280: 720x1280 vertical)."""
+    short_max_mb: int = Field(default=50, ge=1, le=2000)
+    """Largest finished /short in MB where the platform sets no lower limit (the console)."""
+    stitch_max_concurrent: int = Field(default=2, ge=1, le=64)
+    """Stitching processes (FFmpeg encodes for /short) running at once; one per core is plenty."""
     trends_cache_seconds: float = Field(default=600.0, ge=0)
     """Identical /trends requests are answered from a cache this long; 0 turns it off."""
 

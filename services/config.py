@@ -26,6 +26,8 @@ class ServiceConfig:
     video_deadline_seconds: float = 900.0
     video_hard_deadline_seconds: float = 6 * 3600.0
     video_max_bytes: int = 200 * 1024 * 1024
+    short_long_side: int = 1280
+    short_max_bytes: int = 50 * 1024 * 1024
 
     @property
     def thumbnail_model(self) -> str:

@@ -28,14 +28,25 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import case, or_, select, update
+from sqlalchemy import case, func, or_, select, update
 
 from connectors.database import sessions
 from connectors.errors import ReelwrightError, UserInputError
-from services.budgets import BudgetBook, Reservation
+from services.budgets import BudgetBook, BudgetRefusal, Reservation
 from services.characters import CharacterProfile
 from services.ledger import UsageLedger
+from services.shorts import (
+    CLIP_KIND,
+    CLIP_TRIES,
+    SHORT_KIND,
+    LateSink,
+    ShortPayload,
+    ShortPipeline,
+    ShortProgress,
+    remove_short_files,
+)
 from services.store.models import UNFINISHED_STATES, JobRecord, JobState, utcnow
+from services.story import Story
 from services.thumbnail import ThumbnailRequest, generate_thumbnail_image
 from services.usage import Usage
 from services.video import (
@@ -101,6 +112,7 @@ class JobView(BaseModel):
     error: str | None
     cost: Decimal | None
     has_result: bool
+    clips: list[JobView] = []
 
 
 class VideoPayload(BaseModel):
@@ -112,6 +124,9 @@ class VideoPayload(BaseModel):
     negative_prompt: str | None = None
     character: CharacterProfile | None = None
     image_path: str | None = None
+    #: A short's clip: its segment number, and how often it has been tried in this run of its short.
+    segment: int | None = None
+    tries: int = 1
 
 
 class ThumbnailPayload(BaseModel):
@@ -123,7 +138,7 @@ class ThumbnailPayload(BaseModel):
     character: CharacterProfile | None = None
 
 
-JobProgress = Callable[[VideoProgress], Awaitable[None]]
+JobProgress = Callable[[VideoProgress | ShortProgress], Awaitable[None]]
 JobLateHandler = Callable[[JobLate], Awaitable[None]]
 
 
@@ -153,6 +168,7 @@ class JobService:
         self.image_model = image_model
         self.owner = owner or uuid.uuid4().hex
         self.lease = timedelta(seconds=lease_seconds)
+        self.shorts = ShortPipeline(self)
 
     # -- creating -----------------------------------------------------------------------------------
 
@@ -201,6 +217,127 @@ class JobService:
             )
             await self._insert(job_id, "thumbnail", address, payload)
             return job_id
+
+    async def create_short_job(self, address: JobAddress, payload: ShortPayload) -> str:
+        """The parent row of a short; its reservation (in ``payload``) is the job's from now on."""
+        async with self._releasing_on_error(payload.reservation):
+            job_id = uuid.uuid4().hex
+            await self._insert(job_id, SHORT_KIND, address, payload.model_copy(update={"chat_key": address.chat_key}))
+            return job_id
+
+    async def clip_jobs(self, short: JobRecord, payload: ShortPayload, story: Story) -> list[str]:
+        """The short's clip jobs in segment order, created (all in one transaction) on first call."""
+        existing = await self.clips_of(short.id)
+        if existing:
+            return [clip.id for clip in existing]
+        ids = [uuid.uuid4().hex for _ in story.segments]
+        async with sessions().begin() as session:
+            for clip_id, segment in zip(ids, story.segments, strict=True):
+                clip = VideoPayload(
+                    chat_key=payload.chat_key,
+                    prompt=segment.visual_prompt,
+                    duration_seconds=segment.duration_seconds,
+                    aspect_ratio=payload.aspect,
+                    character=payload.character,
+                    segment=segment.number,
+                )
+                session.add(
+                    JobRecord(
+                        id=clip_id,
+                        kind=CLIP_KIND,
+                        parent_id=short.id,
+                        state=JobState.QUEUED,
+                        user_key=short.user_key,
+                        platform=short.platform,
+                        chat_id=short.chat_id,
+                        payload=clip.model_dump_json(),
+                        lease_owner=self.owner,
+                        lease_expires_at=utcnow() + self.lease,
+                    )
+                )
+        return ids
+
+    async def clips_of(self, short_id: str) -> list[JobRecord]:
+        async with sessions()() as session:
+            rows = await session.scalars(select(JobRecord).where(JobRecord.parent_id == short_id))
+            clips = list(rows)
+        return sorted(clips, key=_segment_of)
+
+    async def run_clip(self, clip_id: str, on_late: LateSink) -> JobOutcome:
+        """Make (or resume) one of a short's clips in this process; its short holds the work."""
+
+        async def late(notice: JobLate) -> None:
+            await on_late(notice.elapsed_seconds)
+
+        outcome = await self.run(clip_id, on_late=late)
+        if outcome is not None:
+            return outcome
+        clip = await self._load(clip_id)
+        if clip is not None and clip.state in (JobState.SUCCEEDED, JobState.DELIVERED) and clip.result_path:
+            return self._outcome(clip, JobAddress(clip.platform, clip.chat_id, clip.user_key))
+        address = JobAddress(clip.platform, clip.chat_id, clip.user_key) if clip else JobAddress("", "", "")
+        return JobOutcome(clip_id, CLIP_KIND, address, error="This clip is being made by another bot process.")
+
+    async def clip_may_try_again(self, clip_id: str) -> bool:
+        """Queue a failed clip once more with the same prompt, unless it has had its tries."""
+        clip = await self._load(clip_id)
+        if clip is None or clip.state != JobState.FAILED:
+            return False
+        payload = VideoPayload.model_validate_json(clip.payload)
+        if payload.tries >= CLIP_TRIES:
+            return False
+        await self._requeue_clip(clip_id, payload.model_copy(update={"tries": payload.tries + 1}))
+        return True
+
+    async def _requeue_clip(self, clip_id: str, payload: VideoPayload) -> None:
+        await self._set(
+            clip_id,
+            state=JobState.QUEUED,
+            payload=payload.model_dump_json(),
+            operation_name=None,
+            error=None,
+            submitted_at=None,
+            finished_at=None,
+            delivered_at=None,
+        )
+
+    async def record_short_usage(self, short: JobRecord, entries: list[tuple[str, Usage]]) -> None:
+        """A short's own paid step (story, narration, thumbnail, copy): into the ledger and onto its row."""
+        if self.ledger is None or not entries:
+            return
+        payload = ShortPayload.model_validate_json(short.payload)
+        total = Decimal("0")
+        for model, usage in entries:
+            total += self.ledger.record(
+                user_key=short.user_key,
+                chat_key=payload.chat_key or f"{short.platform}:{short.chat_id}",
+                command=SHORT_KIND,
+                model=model,
+                usage=usage,
+            )
+        async with sessions().begin() as session:
+            await session.execute(
+                update(JobRecord).where(JobRecord.id == short.id).values(cost=func.coalesce(JobRecord.cost, 0) + total)
+            )
+
+    async def short_spent(self, short_id: str) -> Decimal:
+        """Everything paid for a short: its own steps and its clips."""
+        short = await self._load(short_id)
+        own = (short.cost if short is not None else None) or Decimal("0")
+        return own + sum((clip.cost or Decimal("0") for clip in await self.clips_of(short_id)), Decimal("0"))
+
+    async def finish_short(self, short_id: str, manifest: Path) -> None:
+        """The short is made: record where its manifest is, and settle its reservation to what it cost."""
+        await self._set(
+            short_id,
+            state=JobState.SUCCEEDED,
+            result_path=str(manifest),
+            result_mime="application/json",
+            finished_at=utcnow(),
+        )
+        short = await self._load(short_id)
+        if short is not None:
+            await self._release_budget(short)
 
     @contextlib.asynccontextmanager
     async def _releasing_on_error(self, reservation: Reservation | None) -> AsyncIterator[None]:
@@ -319,16 +456,25 @@ class JobService:
         return self._outcome(finished, address)
 
     async def _release_budget(self, job: JobRecord) -> None:
-        """A job that failed spent nothing that was accounted: its held estimate goes back."""
+        """A video or thumbnail that failed spent nothing that was accounted: its held estimate goes
+        back. A short that ended (made or failed) is settled to what it paid for under it."""
         reservation = _reservation_of(job)
-        if reservation is not None and self.budgets is not None:
+        if reservation is None or self.budgets is None:
+            return
+        if job.kind == SHORT_KIND:
+            before = ShortPayload.model_validate_json(job.payload).spent_before
+            await self.budgets.settle(reservation, max(Decimal("0"), await self.short_spent(job.id) - before))
+        else:
             await self.budgets.release(reservation)
 
     async def _work(self, job: JobRecord, progress: JobProgress | None, on_late: JobLateHandler | None) -> None:
+        if job.kind == SHORT_KIND:
+            await self._run_short(job, progress, on_late)
+            return
         try:
             payload: VideoPayload | ThumbnailPayload = (
                 VideoPayload.model_validate_json(job.payload)
-                if job.kind == "video"
+                if job.kind in ("video", CLIP_KIND)
                 else ThumbnailPayload.model_validate_json(job.payload)
             )
         except (ValidationError, ValueError):
@@ -346,6 +492,36 @@ class JobService:
         except ReelwrightError as exc:
             log.warning("job %s failed: %s: %s", job.id, type(exc).__name__, exc)
             await self._fail(job.id, exc.user_message)
+
+    async def _run_short(self, job: JobRecord, progress: JobProgress | None, on_late: JobLateHandler | None) -> None:
+        try:
+            payload = ShortPayload.model_validate_json(job.payload)
+        except (ValidationError, ValueError):
+            log.error("job %s has a damaged payload", job.id)
+            await self._fail(job.id, DAMAGED_PAYLOAD)
+            return
+        if job.state == JobState.QUEUED:
+            await self._set(job.id, state=JobState.RUNNING, submitted_at=job.submitted_at or utcnow())
+        address = JobAddress(job.platform, job.chat_id, job.user_key)
+
+        async def late(elapsed: float) -> None:
+            if on_late is not None:
+                await on_late(JobLate(job.id, job.kind, address, elapsed))
+
+        async def renew_lease() -> None:
+            while True:
+                await asyncio.sleep(self.lease.total_seconds() / 3)
+                await self._renew(job.id)
+
+        renewer = asyncio.create_task(renew_lease())
+        try:
+            await self.shorts.run(job, payload, progress, late)
+        except ReelwrightError as exc:
+            log.warning("short %s failed: %s: %s", job.id, type(exc).__name__, exc)
+            await self._fail(job.id, exc.user_message)
+        finally:
+            renewer.cancel()
+            await asyncio.gather(renewer, return_exceptions=True)
 
     async def _run_video(
         self, job: JobRecord, payload: VideoPayload, progress: JobProgress | None, on_late: JobLateHandler | None
@@ -387,7 +563,8 @@ class JobService:
             resume_operation=resume,
             already_elapsed=already_elapsed,
         )
-        cost = await self._account(job, payload, "video", self.video_model, result.usage)
+        command = SHORT_KIND if job.kind == CLIP_KIND else "video"
+        cost = await self._account(job, payload, command, self.video_model, result.usage)
         await self._store_result(job.id, "mp4", result.video, result.mime_type, cost)
 
     async def _run_thumbnail(self, job: JobRecord, payload: ThumbnailPayload) -> None:
@@ -454,8 +631,14 @@ class JobService:
 
     async def mark_delivered(self, job_id: str) -> bool:
         """The idempotency mark: only the first call for a job returns True. A failed job keeps its
-        state (its error message is what was delivered), so /jobs shows it as failed."""
+        state (its error message is what was delivered), so /jobs shows it as failed. A short's
+        made clips are delivered with it."""
         async with sessions().begin() as session:
+            await session.execute(
+                update(JobRecord)
+                .where(JobRecord.parent_id == job_id, JobRecord.state == JobState.SUCCEEDED)
+                .values(state=JobState.DELIVERED, delivered_at=utcnow(), lease_owner=None, lease_expires_at=None)
+            )
             result = await session.execute(
                 update(JobRecord)
                 .where(JobRecord.id == job_id, JobRecord.delivered_at.is_(None))
@@ -474,7 +657,9 @@ class JobService:
         """Jobs not yet delivered; by default only those no live process holds (free or expired lease)."""
         now = utcnow()
         query = select(JobRecord.id).where(
-            JobRecord.state.in_([str(s) for s in UNFINISHED_STATES]), JobRecord.delivered_at.is_(None)
+            JobRecord.state.in_([str(s) for s in UNFINISHED_STATES]),
+            JobRecord.delivered_at.is_(None),
+            JobRecord.parent_id.is_(None),  # a short's clips run inside their short
         )
         if not include_leased:
             query = query.where(or_(JobRecord.lease_expires_at.is_(None), JobRecord.lease_expires_at < now))
@@ -486,28 +671,87 @@ class JobService:
         return await self._load(job_id)
 
     async def list_jobs(self, user_key: str, limit: int = 10) -> list[JobView]:
+        """The user's newest jobs; a short with its clips, and its cost the sum of everything it paid."""
         async with sessions()() as session:
-            rows = await session.scalars(
-                select(JobRecord)
-                .where(JobRecord.user_key == user_key)
-                .order_by(JobRecord.created_at.desc())
-                .limit(limit)
-            )
-            return [
-                JobView(
-                    id=job.id,
-                    kind=job.kind,
-                    state=job.state,
-                    summary=_caption(job),
-                    created_at=as_utc(job.created_at) or utcnow(),
-                    finished_at=as_utc(job.finished_at),
-                    delivered_at=as_utc(job.delivered_at),
-                    error=job.error,
-                    cost=job.cost,
-                    has_result=job.result_path is not None,
+            rows = list(
+                await session.scalars(
+                    select(JobRecord)
+                    .where(JobRecord.user_key == user_key, JobRecord.parent_id.is_(None))
+                    .order_by(JobRecord.created_at.desc())
+                    .limit(limit)
                 )
-                for job in rows
-            ]
+            )
+            short_ids = [job.id for job in rows if job.kind == SHORT_KIND]
+            children = (
+                list(await session.scalars(select(JobRecord).where(JobRecord.parent_id.in_(short_ids))))
+                if short_ids
+                else []
+            )
+        views = []
+        for job in rows:
+            clips = sorted((clip for clip in children if clip.parent_id == job.id), key=_segment_of)
+            view = _view(job, [_view(clip) for clip in clips])
+            if clips:
+                view.cost = (job.cost or Decimal("0")) + sum(
+                    (clip.cost or Decimal("0") for clip in clips), Decimal("0")
+                )
+            views.append(view)
+        return views
+
+    async def retry(self, user_key: str, job_ref: str) -> tuple[JobRecord, Decimal]:
+        """Queue a failed short again to make only what it is missing. The missing clips' estimate
+        is reserved first (clips already made are never paid for again); returns the short and that
+        estimate. A refused reservation raises ``QuotaError`` via ``BudgetRefusal``."""
+        job = await self.find_users_job(user_key, job_ref)
+        if job.kind != SHORT_KIND:
+            raise UserInputError(f"Job {job.id[:8]} is a {job.kind}; /jobs retry finishes a short that failed.")
+        if job.state != JobState.FAILED:
+            raise UserInputError(f"Job {job.id[:8]} is {job.state}; only a failed short can be retried.")
+        payload = ShortPayload.model_validate_json(job.payload)
+        clips = await self.clips_of(job.id)
+        missing_seconds = sum(
+            VideoPayload.model_validate_json(clip.payload).duration_seconds
+            for clip in clips
+            if clip.state == JobState.FAILED
+        )
+        estimate = Decimal("0")
+        if self.ledger is not None:
+            estimate = self.ledger.cost(self.video_model, Usage(video_seconds=missing_seconds))
+            if not clips:
+                estimate = payload.reservation.amount if payload.reservation else estimate
+        reservation = None
+        if self.budgets is not None and estimate > 0:
+            outcome = await self.budgets.reserve(
+                job.user_key, payload.chat_key or f"{job.platform}:{job.chat_id}", estimate
+            )
+            if isinstance(outcome, BudgetRefusal):
+                raise RetryRefused(outcome, estimate)
+            reservation = outcome
+        spent = await self.short_spent(job.id)
+        retried = payload.model_copy(update={"reservation": reservation, "spent_before": spent})
+        async with self._releasing_on_error(reservation):
+            for clip in clips:
+                if clip.state == JobState.FAILED:
+                    await self._requeue_clip(
+                        clip.id, VideoPayload.model_validate_json(clip.payload).model_copy(update={"tries": 1})
+                    )
+            async with sessions().begin() as session:
+                result = await session.execute(
+                    update(JobRecord)
+                    .where(JobRecord.id == job.id, JobRecord.state == JobState.FAILED)
+                    .values(
+                        state=JobState.QUEUED,
+                        payload=retried.model_dump_json(),
+                        error=None,
+                        finished_at=None,
+                        delivered_at=None,
+                        lease_owner=self.owner,
+                        lease_expires_at=utcnow() + self.lease,
+                    )
+                )
+            if getattr(result, "rowcount", 0) != 1:
+                raise UserInputError(f"Job {job.id[:8]} is already being retried.")
+        return job, estimate
 
     async def find_users_job(self, user_key: str, job_ref: str) -> JobRecord:
         """A job of this user by id or unique id prefix (what /jobs shows)."""
@@ -563,6 +807,8 @@ class JobService:
             )
         removed = 0
         for job_id, result_path, input_path in rows:
+            if await asyncio.to_thread(remove_short_files, self.media_dir, job_id):
+                removed += 1
             paths = {self.media_dir / "inputs" / f"{job_id}.img"}
             paths.update(Path(str(p)) for p in (result_path, input_path) if p is not None)
             for path in paths:
@@ -580,11 +826,49 @@ def _reservation_of(job: JobRecord) -> Reservation | None:
         return None
 
 
+class RetryRefused(ReelwrightError):
+    """A retry whose missing clips the budget cannot cover; nothing was queued."""
+
+    def __init__(self, refusal: BudgetRefusal, estimate: Decimal) -> None:
+        super().__init__(f"retry refused by the {refusal.scope} {refusal.period} budget")
+        self.refusal = refusal
+        self.estimate = estimate
+
+
+def _segment_of(job: JobRecord) -> int:
+    try:
+        return int(json.loads(job.payload).get("segment") or 0)
+    except (ValueError, AttributeError, TypeError):
+        return 0
+
+
+def _view(job: JobRecord, clips: list[JobView] | None = None) -> JobView:
+    return JobView(
+        id=job.id,
+        kind=job.kind,
+        state=job.state,
+        summary=_caption(job),
+        created_at=as_utc(job.created_at) or utcnow(),
+        finished_at=as_utc(job.finished_at),
+        delivered_at=as_utc(job.delivered_at),
+        error=job.error,
+        cost=job.cost,
+        has_result=job.result_path is not None,
+        clips=clips or [],
+    )
+
+
 def _caption(job: JobRecord) -> str:
     try:
         data = json.loads(job.payload)
     except ValueError:
         return f"{job.kind} job"
+    if job.kind == SHORT_KIND:
+        voice = data.get("voice") or "no narration"
+        return f"🎞️ short · {data.get('segments', '?')} segments · {data.get('aspect', '?')} · {voice} · {str(data.get('idea', ''))[:50]}"
+    if job.kind == CLIP_KIND:
+        tries = f" · try {data.get('tries')}" if int(data.get("tries") or 1) > 1 else ""
+        return f"clip {data.get('segment', '?')} · {data.get('duration_seconds', '?')} s{tries}"
     if job.kind == "video":
         text = str(data.get("prompt", ""))
         return f"🎬 {data.get('duration_seconds', '?')} s · {data.get('aspect_ratio', '?')} · {text[:60]}"

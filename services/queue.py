@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from taskiq import AsyncBroker, InMemoryBroker
 
 from services.jobs import JobLate, JobOutcome, JobProgress, JobService
+from services.shorts import ShortProgress
 from services.video import VideoProgress
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class JobExecutor:
         return watcher if watcher is not None and not watcher.outcome.done() else None
 
     async def _execute(self, job_id: str) -> None:
-        async def progress(update: VideoProgress) -> None:
+        async def progress(update: VideoProgress | ShortProgress) -> None:
             watcher = self._waiting(job_id)
             if watcher is not None and watcher.progress is not None:
                 await watcher.progress(update)

@@ -29,11 +29,20 @@ from bot.core.replies import Media, Reply
 from bot.core.scheduling import schedule_command
 from connectors.errors import UserInputError
 from services.characters import CharacterBook, CharacterProfile, DatabaseCharacterBook, analyze_character_from_image
-from services.config import ServiceConfig
+from services.config import ServiceConfig, service_config
 from services.free_content import KIND_GUIDES, generate_free_content
 from services.meme import MAX_MEMES, generate_meme_segments
 from services.memory import UserMemory
 from services.schedules import ScheduleService
+from services.shorts import (
+    MAX_SHORT_SEGMENTS,
+    MIN_SHORT_SEGMENTS,
+    NO_VOICE,
+    ShortPayload,
+    check_short_request,
+    narration_voice,
+    short_estimate_usage,
+)
 from services.story import (
     MAX_LONG_SEGMENTS,
     MAX_SEGMENTS,
@@ -84,6 +93,12 @@ def text_estimate(
 def video_estimate(args: Args, config: ServiceConfig) -> Sequence[tuple[str, Usage]]:
     """The clip's seconds; without duration= the longest clip a story segment can ask for."""
     return [(config.video_model, Usage(model_calls=1, video_seconds=int(args.get("duration") or 8)))]
+
+
+def short_estimate(args: Args, config: ServiceConfig) -> Sequence[tuple[str, Usage]]:
+    """The whole short at once: story, every clip at 8 s, narration (unless voice=none), thumbnail, copy."""
+    voice = str(args.get("voice") or "").strip().lower()
+    return short_estimate_usage(int(args.get("segments") or 5), voice != NO_VOICE, config)
 
 
 def thumbnail_estimate(args: Args, config: ServiceConfig) -> Sequence[tuple[str, Usage]]:
@@ -360,6 +375,57 @@ class ReelwrightCommands:
         return await self.jobs.run(job_id, ctx)
 
     @declare(
+        "short",
+        "A finished short from one idea",
+        "Story, one Veo clip per segment, narration, captions, thumbnail and copy: one finished vertical "
+        "short, at one price you confirm once.",
+        (
+            IDEA,
+            Option(
+                "segments",
+                OptionKind.INTEGER,
+                f"number of clips ({MIN_SHORT_SEGMENTS}-{MAX_SHORT_SEGMENTS})",
+                default=5,
+                min_value=MIN_SHORT_SEGMENTS,
+                max_value=MAX_SHORT_SEGMENTS,
+            ),
+            Option("aspect", OptionKind.CHOICE, "9:16 (vertical) or 16:9", default="9:16", choices=("9:16", "16:9")),
+            SAME_CHARACTER,
+            Option(
+                "voice",
+                OptionKind.TEXT,
+                "narration voice, e.g. Kore or Puck; none: the clips' own sound",
+                max_length=40,
+            ),
+            Option("captions", OptionKind.CHOICE, "burn captions in: on or off", default="on", choices=("on", "off")),
+        ),
+        example="/short a lighthouse keeper befriends a storm segments=6",
+        estimate=short_estimate,
+        upload_action="upload_video",
+        upstream="media",
+        confirms_late=True,
+    )
+    async def short(self, ctx: CommandContext) -> Reply:
+        budget = ctx.upload_limit or service_config().short_max_bytes
+        idea = check_short_request(ctx.args["idea"], ctx.args["segments"], budget)
+        voice = narration_voice(ctx.args.get("voice"))
+        character = await self.character_for(ctx)
+        await ctx.before_paid_call()
+        payload = ShortPayload(
+            reservation=ctx.take_reservation(),
+            idea=idea,
+            segments=ctx.args["segments"],
+            aspect=ctx.args["aspect"],
+            character=character,
+            voice=voice,
+            captions=ctx.args["captions"] == "on",
+            byte_budget=budget,
+        )
+        job_id = await self.jobs.jobs.create_short_job(address_of(ctx), payload)
+        await ctx.progress(f"🎞️ Short {job_id[:8]} started: writing the story…", force=True)
+        return await self.jobs.run(job_id, ctx)
+
+    @declare(
         "thumbnail",
         "Thumbnail image",
         "Draw a thumbnail for a title (or your last story).",
@@ -401,8 +467,17 @@ class ReelwrightCommands:
     @declare(
         "jobs",
         "Your generation jobs",
-        "List your video and thumbnail jobs with state, age and cost; resend a result or cancel a queued job.",
-        (Option("request", OptionKind.TEXT, "list (default), resend <id> or cancel <id>", rest=True, max_length=60),),
+        "List your shorts, videos and thumbnails with state, age and cost; resend a result, retry a failed "
+        "short or cancel a queued job.",
+        (
+            Option(
+                "request",
+                OptionKind.TEXT,
+                "list (default), resend <id>, retry <id> or cancel <id>",
+                rest=True,
+                max_length=60,
+            ),
+        ),
         example="/jobs resend 1a2b3c4d",
         upstream=None,
     )

@@ -135,6 +135,7 @@ class Invocation:
     guild_id: str | None = None
     roles: tuple[str, ...] = ()
     confirmed: bool = False
+    upload_limit: int | None = None
 
 
 async def is_chat_admin(invocation: Invocation, operators: frozenset[str]) -> bool:
@@ -178,6 +179,11 @@ class CommandContext:
         """Whose chat budget pays: a Discord server as a whole, else the chat."""
         guild = self.invocation.guild_id if self.invocation else None
         return f"{self.chat.platform}:guild:{guild}" if guild else f"{self.chat.platform}:{self.chat.id}"
+
+    @property
+    def upload_limit(self) -> int | None:
+        """The most this chat accepts in one file, in bytes; None when the platform sets no limit."""
+        return self.invocation.upload_limit if self.invocation else None
 
     async def before_paid_call(self) -> None:
         """Handlers of commands declared with ``confirms_late`` call this after validating their

@@ -1,4 +1,4 @@
-"""Commands that run as durable jobs (/video, /thumbnail) and /jobs, on top of services.jobs.
+"""Commands that run as durable jobs (/video, /thumbnail, /short) and /jobs, on top of services.jobs.
 
 In the embedded setup the job runs in this process and the command waits for it, showing
 progress, and delivers the result itself (marking the job delivered afterwards). A video still
@@ -12,16 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from bot.core.context import CommandContext
-from bot.core.rendering import money_text, video_progress_text
+from bot.core.rendering import money_text, short_progress_text, story_blocks, video_progress_text
 from bot.core.replies import Media, Reply
-from connectors.errors import UserInputError
+from connectors.errors import QuotaError, UserInputError
 from services.config import service_config
-from services.jobs import JobAddress, JobLate, JobOutcome, JobService, JobView, as_utc
+from services.jobs import JobAddress, JobLate, JobOutcome, JobService, JobView, RetryRefused, as_utc
 from services.queue import JobExecutor, JobQueue
+from services.shorts import SHORT_KIND, ShortManifest, ShortProgress
 from services.store.models import JobRecord, JobState
 from services.video import VideoProgress, duration_text
 
@@ -37,23 +40,61 @@ STATE_ICONS = {
     "cancelled": "✖️",
 }
 WAIT_CHECK_SECONDS = 30.0
+#: Posts a reply to a chat known by platform and id (``ChatSenders.post``).
+PostToChat = Callable[[str, str, Reply], Awaitable[None]]
+SHORT_FILENAME = "short.mp4"
 
 
 async def outcome_reply(outcome: JobOutcome) -> Reply:
     """The chat reply for a finished job: its media read from MEDIA_DIR, or its error."""
     if not outcome.ok or outcome.media_path is None:
         return Reply.error(outcome.error or "The job failed.")
+    if outcome.kind == SHORT_KIND:
+        return await short_reply(outcome.media_path)
     data = await asyncio.to_thread(outcome.media_path.read_bytes)
     kind: Literal["video", "image"] = "video" if outcome.kind == "video" else "image"
     media = Media(kind, data, outcome.media_path.name, outcome.caption, outcome.mime_type or "application/octet-stream")
     return Reply(blocks=[outcome.caption], media=[media])
 
 
-def late_reply(job_id: str, elapsed_seconds: float) -> Reply:
-    """A video past the deadline: still being made, will be posted here, paid once."""
+async def short_reply(manifest_path: Path) -> Reply:
+    """A finished short as creators post it: the MP4 first, then the thumbnail, the copy to paste
+    and the captions as an .srt file."""
+    text = await asyncio.to_thread(manifest_path.read_text, encoding="utf-8")
+    manifest = ShortManifest.model_validate_json(text)
+    story = manifest.story
+    caption = f"🎞️ {story.title} · {manifest.duration:.0f} s"
+    media = [Media("video", await _read(manifest.video), SHORT_FILENAME, caption, "video/mp4")]
+    if manifest.thumbnail:
+        media.append(
+            Media(
+                "image",
+                await _read(manifest.thumbnail),
+                Path(manifest.thumbnail).name,
+                "🖼️ Thumbnail",
+                manifest.thumbnail_mime or "image/png",
+            )
+        )
+    media.append(
+        Media("document", await _read(manifest.srt), "short.srt", "💬 Captions (.srt)", "application/x-subrip")
+    )
+    blocks = [caption]
+    if manifest.copy_text:
+        blocks.append(f"📝 Ready to post:\n{manifest.copy_text}")
+    blocks.extend(f"ℹ️ {note}" for note in manifest.notes)
+    return Reply(blocks=blocks, media=media)
+
+
+async def _read(path: str) -> bytes:
+    return await asyncio.to_thread(Path(path).read_bytes)
+
+
+def late_reply(job_id: str, elapsed_seconds: float, kind: str = "video") -> Reply:
+    """A video (or a short's clips) past the deadline: still being made, will be posted here, paid once."""
+    what = "Short" if kind == SHORT_KIND else "Video"
     return Reply(
         blocks=[
-            f"⏳ Video job {job_id[:8]} is taking longer than usual ({duration_text(elapsed_seconds)} so far). "
+            f"⏳ {what} job {job_id[:8]} is taking longer than usual ({duration_text(elapsed_seconds)} so far). "
             "It is still being made and will be posted here as soon as it's ready; you don't need to ask "
             f"again (it is paid once). /jobs shows it."
         ]
@@ -62,7 +103,7 @@ def late_reply(job_id: str, elapsed_seconds: float) -> Reply:
 
 def _late_by_row(job: JobRecord) -> float | None:
     """How long a video another process is running has been rendering, once past the deadline."""
-    if job.kind != "video" or job.state != JobState.RUNNING:
+    if job.kind not in ("video", SHORT_KIND) or job.state != JobState.RUNNING:
         return None
     submitted = as_utc(job.submitted_at or job.created_at)
     if submitted is None:
@@ -76,10 +117,14 @@ def address_of(ctx: CommandContext) -> JobAddress:
 
 
 class JobCommands:
-    def __init__(self, jobs: JobService, queue: JobQueue, executor: JobExecutor) -> None:
+    """Runs durable jobs for commands. ``post`` sends a short's story (and its storyboard) to the
+    chat while its clips render."""
+
+    def __init__(self, jobs: JobService, queue: JobQueue, executor: JobExecutor, post: PostToChat) -> None:
         self.jobs = jobs
         self.queue = queue
         self.executor = executor
+        self.post = post
 
     async def run(self, job_id: str, ctx: CommandContext) -> Reply:
         """Enqueue the job; in-process, wait for it with progress and deliver it with this reply,
@@ -92,8 +137,11 @@ class JobCommands:
                 upstream_output=False,
             )
 
-        async def progress(update: VideoProgress) -> None:
-            await ctx.progress(video_progress_text(update), force=update.stage != "rendering")
+        async def progress(update: VideoProgress | ShortProgress) -> None:
+            if isinstance(update, ShortProgress):
+                await self._short_progress(update, ctx)
+            else:
+                await ctx.progress(video_progress_text(update), force=update.stage != "rendering")
 
         future = self.executor.watch(job_id, progress)
         try:
@@ -111,12 +159,14 @@ class JobCommands:
                     if job is not None and job.state == JobState.CANCELLED:
                         return Reply(blocks=[f"Job {job_id[:8]} was cancelled."], upstream_output=False)
                     late = _late_by_row(job) if job is not None and job_id not in self.executor.running else None
-                    if late is not None:
-                        return late_reply(job_id, late)
+                    if late is not None and job is not None:
+                        return late_reply(job_id, late, job.kind)
         finally:
             self.executor.unwatch(job_id)
         if isinstance(outcome, JobLate):
-            return late_reply(job_id, outcome.elapsed_seconds)
+            return late_reply(job_id, outcome.elapsed_seconds, outcome.kind)
+        if outcome.kind == SHORT_KIND and outcome.ok:
+            await ctx.progress("📤 Uploading your short…", force=True)
         reply = await outcome_reply(outcome)
 
         async def delivered() -> None:
@@ -125,9 +175,40 @@ class JobCommands:
         reply.on_delivered = delivered
         return reply
 
+    async def _short_progress(self, update: ShortProgress, ctx: CommandContext) -> None:
+        await ctx.progress(short_progress_text(update), force=update.stage != "clips" or update.done == update.total)
+        if update.stage == "story" and update.story is not None:
+            story = Reply(blocks=story_blocks(update.story, heading="🗂️"), result=update.story)
+            try:
+                await self.post(ctx.chat.platform, ctx.chat.id, story)
+            except Exception:
+                log.warning("could not post the short's story", exc_info=True)
+
+    async def retry(self, ctx: CommandContext, job_ref: str) -> Reply:
+        """A failed short made whole: only its missing clips are paid for, after their reservation."""
+        try:
+            job, estimate = await self.jobs.retry(ctx.user.key, job_ref)
+        except RetryRefused as refused:
+            refusal = refused.refusal
+            raise QuotaError(
+                "retry refused by budget",
+                user_message=(
+                    f"Retrying would cost about {money_text(refused.estimate)}, but the {refusal.scope}'s "
+                    f"{'daily' if refusal.period == 'day' else 'monthly'} budget has {money_text(refusal.left)} of "
+                    f"{money_text(refusal.limit)} left."
+                ),
+            ) from None
+        cost = f" (about {money_text(estimate)} for the missing clips)" if estimate > 0 else ""
+        await ctx.progress(f"🔁 Retrying short {job.id[:8]}{cost}; what is already made is kept…", force=True)
+        return await self.run(job.id, ctx)
+
     async def list_or_act(self, ctx: CommandContext) -> Reply:
         request = (ctx.args.get("request") or "list").split()
         action, rest = request[0].lower(), request[1:]
+        if action == "retry":
+            if not rest:
+                raise UserInputError("Which short? /jobs retry <id> (the id as /jobs shows it).")
+            return await self.retry(ctx, rest[0])
         if action in ("resend", "cancel"):
             if not rest:
                 raise UserInputError(f"Which job? /jobs {action} <id> (the id as /jobs shows it).")
@@ -137,10 +218,10 @@ class JobCommands:
             outcome = await self.jobs.result_for_resend(ctx.user.key, rest[0])
             return await outcome_reply(outcome)
         if action != "list":
-            raise UserInputError("Use /jobs, /jobs resend <id> or /jobs cancel <id>.")
+            raise UserInputError("Use /jobs, /jobs resend <id>, /jobs retry <id> or /jobs cancel <id>.")
         views = await self.jobs.list_jobs(ctx.user.key)
         if not views:
-            return Reply(blocks=["You have no generation jobs yet. /video and /thumbnail create them."])
+            return Reply(blocks=["You have no generation jobs yet. /short, /video and /thumbnail create them."])
         return Reply(blocks=["🧾 Your recent jobs:", *(job_line(view) for view in views)])
 
 
@@ -150,10 +231,15 @@ def job_line(view: JobView, now: datetime | None = None) -> str:
     line = f"{STATE_ICONS.get(view.state, '•')} {view.id[:8]} · {view.state} · {age} ago{cost}\n   {view.summary}"
     if view.error:
         line += f"\n   {view.error}"
+    for clip in view.clips:
+        clip_cost = f" · {money_text(clip.cost)}" if clip.cost else ""
+        line += f"\n   {STATE_ICONS.get(clip.state, '•')} {clip.summary} · {clip.state}{clip_cost}"
     if view.has_result:
         line += f"\n   /jobs resend {view.id[:8]}"
     if view.state == JobState.QUEUED:
         line += f"\n   /jobs cancel {view.id[:8]}"
+    if view.kind == SHORT_KIND and view.state == JobState.FAILED:
+        line += f"\n   /jobs retry {view.id[:8]}"
     return line
 
 

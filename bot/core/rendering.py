@@ -9,6 +9,7 @@ from decimal import Decimal
 from services.characters import CharacterAnalysis
 from services.free_content import FreeContent
 from services.meme import MemeScript
+from services.shorts import ShortProgress
 from services.story import Story, StorySets
 from services.trends import TrendReport
 from services.video import VideoProgress
@@ -84,6 +85,21 @@ def video_progress_text(progress: VideoProgress) -> str:
         "downloading": "📥 Fetching the finished video…",
         "done": "✅ Video ready",
     }[progress.stage]
+
+
+def short_progress_text(progress: ShortProgress) -> str:
+    """The one status line of a short, from the story to the stitch (delivery says "uploading")."""
+    if progress.stage == "writing":
+        return "✍️ Writing the story…"
+    if progress.stage == "story":
+        return f"🗂️ Story ready: {plural(progress.total, 'segment')}. Sending the clips to the studio…"
+    if progress.stage == "clips":
+        return f"🎞️ Clips {progress.done}/{progress.total} rendered (clips take 1-3 minutes, all at once)"
+    if progress.stage == "narrating":
+        return "🎙️ Narrating…"
+    if progress.stage == "stitching":
+        return "✂️ Stitching the clips, narration and captions…"
+    return "✅ Short ready"
 
 
 def money_text(value: Decimal) -> str:

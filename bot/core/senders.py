@@ -41,7 +41,7 @@ class ChatSenders(dict[str, ChatSender]):
 
     async def notify_late(self, notice: JobLate) -> None:
         """A video past the deadline that no command is waiting for: it will follow."""
-        reply = late_reply(notice.job_id, notice.elapsed_seconds)
+        reply = late_reply(notice.job_id, notice.elapsed_seconds, notice.kind)
         await self.post(notice.address.platform, notice.address.chat_id, reply)
 
     async def post_trends(self, view: ScheduleView, report: TrendReport) -> None:

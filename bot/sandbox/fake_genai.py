@@ -231,6 +231,10 @@ class SandboxGenAI(LoopbackUpstream):
         aspect = parameters.get("aspectRatio")
         return tiny_mp4(float(min(max(seconds, 1), MAX_CLIP_SECONDS)), aspect if isinstance(aspect, str) else "16:9")
 
+    def next_video_outcome(self, prompt: str) -> VideoOutcome:
+        """How the video asked for with ``prompt`` will end (the same for every video in the sandbox)."""
+        return self.video_outcome
+
     def _create_operation(self, model: str, prefix: str, body: dict[str, Any]) -> web.Response:
         instances = body.get("instances")
         if not isinstance(instances, list) or not instances or not isinstance(instances[0], dict):
@@ -254,7 +258,7 @@ class SandboxGenAI(LoopbackUpstream):
             model=model,
             enterprise=enterprise,
             created=time.monotonic(),
-            outcome=self.video_outcome,
+            outcome=self.next_video_outcome(str(instance.get("prompt") or "")),
             samples=samples,
             storage_uri=storage if isinstance(storage, str) and storage else None,
         )

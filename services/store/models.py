@@ -70,6 +70,8 @@ class JobRecord(Base):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     kind: Mapped[str] = mapped_column(String(20))
+    # A short's clips are jobs of their own, run and delivered only through their parent short.
+    parent_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     state: Mapped[str] = mapped_column(String(20), default=JobState.QUEUED)
     user_key: Mapped[str] = mapped_column(String(80), index=True)
     platform: Mapped[str] = mapped_column(String(20))

@@ -16,6 +16,7 @@ from bot.core.commands import CommandSet
 from bot.core.context import ChatRef, IncomingImage, Invocation, UserRef, bytes_image
 from bot.core.jobs import JobCommands
 from bot.core.replies import Reply
+from bot.core.senders import ChatSenders
 from services.jobs import JobOutcome, JobService
 from services.memory import UserMemory
 from services.queue import JobExecutor, JobQueue
@@ -35,7 +36,7 @@ def in_process_jobs(media_dir: Path) -> JobCommands:
     needs a database and a started queue (the ``local_jobs`` fixture); declarations need neither."""
     jobs = JobService(media_dir)
     executor = JobExecutor(jobs, _nowhere)
-    return JobCommands(jobs, JobQueue(executor), executor)
+    return JobCommands(jobs, JobQueue(executor), executor, ChatSenders().post)
 
 
 def catalogue(memory: UserMemory | None = None, jobs: JobCommands | None = None) -> CommandSet:

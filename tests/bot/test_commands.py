@@ -211,6 +211,7 @@ def test_the_catalogue_has_the_expected_commands() -> None:
         "trends",
         "character",
         "video",
+        "short",
         "thumbnail",
         "jobs",
         "schedule",

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from bot.core.catalog import build_commands
 from bot.core.dispatcher import ChatCore
 from bot.core.jobs import JobCommands
+from bot.core.senders import ChatSenders
 from connectors.database import sessions
 from services.characters import CharacterProfile, DatabaseCharacterBook
 from services.config import configure_services
@@ -41,7 +42,9 @@ async def setup(tmp_path: Path, database: str, upstreams: Upstreams) -> AsyncIte
     executor = JobExecutor(jobs, deliver)
     queue = JobQueue(executor)
     await queue.start()
-    core = ChatCore(build_commands(characters=DatabaseCharacterBook(), jobs=JobCommands(jobs, queue, executor)))
+    core = ChatCore(
+        build_commands(characters=DatabaseCharacterBook(), jobs=JobCommands(jobs, queue, executor, ChatSenders().post))
+    )
     yield core, jobs
     await queue.stop()
     assert delivered_later == []  # interactive commands deliver their own results
@@ -163,7 +166,9 @@ async def test_a_video_past_the_deadline_is_answered_late_then_delivered_once_an
     executor = JobExecutor(jobs, deliver, notify_late)
     queue = JobQueue(executor)
     await queue.start()
-    core = ChatCore(build_commands(characters=DatabaseCharacterBook(), jobs=JobCommands(jobs, queue, executor)))
+    core = ChatCore(
+        build_commands(characters=DatabaseCharacterBook(), jobs=JobCommands(jobs, queue, executor, ChatSenders().post))
+    )
     try:
         reply = await core.handle(invocation("video", "a slow sunrise duration=4"), RecordingResponder())
         assert not reply.is_error, reply.text
@@ -209,7 +214,9 @@ async def test_with_a_shared_queue_the_command_leaves_the_job_free_for_any_worke
     await worker_queue.start()
     worker = asyncio.create_task(worker_queue.run_worker())
     core = ChatCore(
-        build_commands(characters=DatabaseCharacterBook(), jobs=JobCommands(bot_jobs, bot_queue, bot_executor))
+        build_commands(
+            characters=DatabaseCharacterBook(), jobs=JobCommands(bot_jobs, bot_queue, bot_executor, ChatSenders().post)
+        )
     )
     try:
         reply = await core.handle(invocation("thumbnail", "My Dragon"), RecordingResponder())

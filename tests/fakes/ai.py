@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.sandbox.fake_genai import SandboxGenAI
+from bot.sandbox.fake_genai import SandboxGenAI, VideoOutcome
 from bot.sandbox.fake_openrouter import SandboxOpenRouter
 from tests.fakes.faults import InstrumentedUpstream, RecordedRequest
 
@@ -47,6 +47,14 @@ class FakeGenAI(InstrumentedUpstream, SandboxGenAI):
         #: Bytes each finished chunked download managed to send before it ended or the client left.
         self.download_bytes_sent: list[int] = []
         self._peers: list[SandboxGenAI] = []
+        #: Scripted outcomes of the next videos whose prompt contains a key, in order (then ``video_outcome``).
+        self.video_outcomes_for: dict[str, list[VideoOutcome]] = {}
+
+    def next_video_outcome(self, prompt: str) -> VideoOutcome:
+        for key, outcomes in self.video_outcomes_for.items():
+            if key in prompt and outcomes:
+                return outcomes.pop(0)
+        return super().next_video_outcome(prompt)
 
     @property
     def video_generation_requests(self) -> list[RecordedRequest]:

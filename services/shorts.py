@@ -1,0 +1,415 @@
+"""/short: one idea to a finished short, as one durable parent job whose clips are durable child jobs.
+
+The parent job runs the pipeline; every step keeps what it made on disk under
+``MEDIA_DIR/shorts/<job id>/`` and is skipped when its file is already there, so a restart (or
+``/jobs retry``) redoes only what is missing:
+
+1. the story (segments fitted to Veo's 4/6/8 s), ``story.json``;
+2. one child clip job per segment, all created in one transaction, run concurrently through
+   ``JobService.run`` (submitted once, resumed by operation name, paid once); a clip that fails is
+   made once more with the same prompt;
+3. beside the clips: the narration per segment (``narration-N.wav``), the thumbnail and the title,
+   description and hashtags (``copy.json``);
+4. the stitch (``short.mp4`` and ``short.srt``) and each clip's first frame;
+5. ``short.json``, the manifest that delivery reads.
+
+Money: the short's one reservation (taken from the command) covers every step. Each paid step is
+recorded in the ledger as it happens: clips on their own rows, the rest on the parent's ``cost``.
+When the short ends, the reservation is settled to what was spent under it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, TypeVar
+
+from pydantic import BaseModel, Field, ValidationError
+
+from connectors.errors import ReelwrightError, UserInputError
+from services.budgets import Reservation
+from services.characters import CharacterProfile
+from services.config import ServiceConfig, service_config
+from services.metering import Meter, current_meter
+from services.narration import clean_voice, narrate
+from services.prompts import clean_prompt
+from services.stitch import Segment, StitchRequest, stitch, video_bitrate
+from services.story import Story, StoryRequest, generate_story_segments
+from services.structured import generate_structured
+from services.thumbnail import ThumbnailRequest, generate_thumbnail_image
+from services.usage import Usage
+from services.video import AspectRatio
+
+if TYPE_CHECKING:
+    from services.jobs import JobService
+    from services.store.models import JobRecord
+
+log = logging.getLogger(__name__)
+
+SHORT_KIND = "short"
+CLIP_KIND = "clip"
+MIN_SHORT_SEGMENTS = 3
+MAX_SHORT_SEGMENTS = 8
+#: A clip is made at most this often per run of its short: once, and once more if that fails.
+CLIP_TRIES = 2
+#: Seconds of the longest clip a story segment asks for: what an estimate must assume per segment.
+MAX_CLIP_SECONDS = 8
+NO_VOICE = "none"
+T = TypeVar("T")
+
+
+class ShortPayload(BaseModel):
+    """What the creator asked for, stored on the parent job's row."""
+
+    chat_key: str | None = None
+    reservation: Reservation | None = None
+    #: Spent on this short before ``reservation`` was taken (a retry's reservation covers only what follows).
+    spent_before: Decimal = Decimal("0")
+    idea: str
+    segments: int
+    aspect: AspectRatio = "9:16"
+    character: CharacterProfile | None = None
+    voice: str | None = None  # None: no narration, only the clips' own sound
+    captions: bool = True
+    byte_budget: int
+
+
+class ShortCopy(BaseModel):
+    """What a creator pastes next to the video when posting it."""
+
+    title: str = Field(description="A scroll-stopping title of at most 80 characters")
+    description: str = Field(description="Two or three sentences for the video's description")
+    hashtags: list[str] = Field(description="8 to 15 relevant hashtags, each starting with #")
+
+    def text(self) -> str:
+        tags = " ".join(tag if tag.startswith("#") else f"#{tag}" for tag in self.hashtags)
+        return f"{self.title}\n\n{self.description}\n\n{tags}".strip()
+
+
+class ShortManifest(BaseModel):
+    """A finished short's files (paths under MEDIA_DIR) and what the chat shows beside them."""
+
+    story: Story
+    video: str
+    srt: str
+    duration: float
+    size: int
+    thumbnail: str | None = None
+    thumbnail_mime: str | None = None
+    copy_text: str | None = None
+    frames: list[str | None] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+
+
+ShortStage = Literal["writing", "story", "clips", "narrating", "stitching", "done"]
+
+
+class ShortProgress(BaseModel):
+    """A step of a short, for the one status line its command shows (and the storyboard at ``story``)."""
+
+    stage: ShortStage
+    done: int = 0
+    total: int = 0
+    story: Story | None = None
+
+
+class ShortFailed(ReelwrightError):
+    """A short could not be finished; what it made so far stays, and /jobs retry finishes it."""
+
+
+ShortProgressSink = Callable[[ShortProgress], Awaitable[None]]
+LateSink = Callable[[float], Awaitable[None]]
+
+
+def short_dir(media_dir: Path, job_id: str) -> Path:
+    return media_dir / "shorts" / job_id
+
+
+def narration_voice(voice: str | None) -> str | None:
+    """The voice a /short option names, checked before money moves: None for ``none`` (no narration)."""
+    if voice is not None and voice.strip().lower() == NO_VOICE:
+        return None
+    return clean_voice(voice)
+
+
+def check_short_request(idea: str, segments: int, byte_budget: int) -> str:
+    """Refuse what cannot become a short before anything is reserved: the idea cleaned, the number of
+    segments in range, and a short of that many longest clips fitting the platform's upload limit."""
+    if not MIN_SHORT_SEGMENTS <= segments <= MAX_SHORT_SEGMENTS:
+        raise UserInputError(f"segments must be between {MIN_SHORT_SEGMENTS} and {MAX_SHORT_SEGMENTS}.")
+    video_bitrate(byte_budget, segments * MAX_CLIP_SECONDS)
+    return clean_prompt(idea, what="idea", max_chars=service_config().max_prompt_chars)
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.part")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(path)
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.part")
+    partial.write_bytes(data)
+    partial.replace(path)
+
+
+def _read_model(path: Path, model: type[BaseModel]) -> BaseModel | None:
+    try:
+        return model.model_validate_json(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValidationError, ValueError):
+        return None
+
+
+@dataclass
+class ShortPipeline:
+    """Runs one short job to its manifest on top of ``JobService`` (rows, leases, the ledger)."""
+
+    jobs: JobService
+
+    async def run(
+        self,
+        job: JobRecord,
+        payload: ShortPayload,
+        progress: ShortProgressSink | None,
+        on_late: LateSink | None,
+    ) -> None:
+        work = short_dir(self.jobs.media_dir, job.id)
+
+        async def tell(update: ShortProgress) -> None:
+            if progress is not None:
+                await progress(update)
+
+        story = await self._story(job, payload, work, tell)
+        await tell(ShortProgress(stage="story", total=len(story.segments), story=story))
+        clip_ids = await self.jobs.clip_jobs(job, payload, story)
+        total = len(clip_ids)
+        finished = 0
+        late_told = False
+
+        async def clip_late(elapsed: float) -> None:
+            nonlocal late_told
+            if not late_told and on_late is not None:
+                late_told = True
+                await on_late(elapsed)
+
+        async def one_clip(index: int) -> Path:
+            nonlocal finished
+            path = await self._clip(clip_ids[index], index + 1, clip_late)
+            finished += 1
+            await tell(ShortProgress(stage="clips", done=finished, total=total))
+            return path
+
+        await tell(ShortProgress(stage="clips", done=0, total=total))
+        voice = payload.voice
+        results = await asyncio.gather(
+            asyncio.gather(*(one_clip(i) for i in range(total)), return_exceptions=True),
+            asyncio.gather(
+                *(self._narration(job, work, n, seg.narration, voice) for n, seg in enumerate(story.segments, 1)),
+                return_exceptions=True,
+            ),
+            self._optional(self._thumbnail(job, payload, work, story), "thumbnail"),
+            self._optional(self._copy(job, work, story), "copy"),
+        )
+        clip_results, narration_results, thumbnail, copy_text = results
+        failures = [r for r in (*clip_results, *narration_results) if isinstance(r, BaseException)]
+        for failure in failures:
+            if not isinstance(failure, Exception):
+                raise failure  # cancelled: the short resumes after restart
+        if failures:
+            clip_errors = [r for r in clip_results if isinstance(r, BaseException)]
+            narration_errors = [r for r in narration_results if isinstance(r, BaseException)]
+            raise ShortFailed(
+                "short pipeline failed",
+                user_message=self._failure_message(job, clip_errors, narration_errors),
+            )
+        clips = [r for r in clip_results if isinstance(r, Path)]
+        narrations = [r for r in narration_results if not isinstance(r, BaseException)]
+        await tell(ShortProgress(stage="stitching", done=total, total=total))
+        result = await stitch(
+            StitchRequest(
+                segments=tuple(
+                    Segment(clip, seg.narration, narration)
+                    for clip, seg, narration in zip(clips, story.segments, narrations, strict=True)
+                ),
+                output=work / "short.mp4",
+                aspect=payload.aspect,
+                captions=payload.captions,
+                byte_budget=payload.byte_budget,
+                long_side=service_config().short_long_side,
+            )
+        )
+        notes = [note for note in (story.note,) if note]
+        thumb_path, thumb_mime = thumbnail if isinstance(thumbnail, tuple) else (None, None)
+        if thumbnail is None:
+            notes.append("The thumbnail could not be made this time; /thumbnail makes one.")
+        manifest = ShortManifest(
+            story=story,
+            video=str(result.video),
+            srt=str(result.srt),
+            duration=result.duration,
+            size=result.size,
+            thumbnail=thumb_path,
+            thumbnail_mime=thumb_mime,
+            copy_text=copy_text if isinstance(copy_text, str) else None,
+            frames=[],
+            notes=notes,
+        )
+        manifest_path = work / "short.json"
+        await asyncio.to_thread(_write_text, manifest_path, manifest.model_dump_json(indent=1))
+        await self.jobs.finish_short(job.id, manifest_path)
+
+    # -- the steps ----------------------------------------------------------------------------------
+
+    async def _paid(self, job: JobRecord, call: Awaitable[T]) -> T:
+        """Run one paid call under its own meter and record what it used on the short at once."""
+        meter = Meter()
+        token = current_meter.set(meter)
+        try:
+            return await call
+        finally:
+            current_meter.reset(token)
+            await self.jobs.record_short_usage(job, meter.entries)
+
+    async def _story(self, job: JobRecord, payload: ShortPayload, work: Path, tell: ShortProgressSink) -> Story:
+        path = work / "story.json"
+        stored = await asyncio.to_thread(_read_model, path, Story)
+        if isinstance(stored, Story):
+            return stored
+        await tell(ShortProgress(stage="writing"))
+        request = StoryRequest(idea=payload.idea, segments=payload.segments, character=payload.character)
+        story = await self._paid(job, generate_story_segments(request))
+        if len(story.segments) < 1:
+            raise ShortFailed(
+                "empty story", user_message="The AI model wrote no segments for this idea. Please try again."
+            )
+        await asyncio.to_thread(_write_text, path, story.model_dump_json(indent=1))
+        return story
+
+    async def _clip(self, clip_id: str, number: int, on_late: LateSink) -> Path:
+        """The clip's MP4 on disk: made, resumed, or made once more after a failure."""
+        outcome = None
+        for _ in range(CLIP_TRIES):
+            outcome = await self.jobs.run_clip(clip_id, on_late)
+            if outcome.ok and outcome.media_path is not None:
+                return outcome.media_path
+            if not await self.jobs.clip_may_try_again(clip_id):
+                break
+            log.warning("clip %d (%s) failed (%s); making it once more", number, clip_id, outcome.error)
+        raise ShortFailed(
+            f"clip {number} failed",
+            user_message=f"segment {number}: {outcome.error if outcome else 'no clip'}",
+        )
+
+    async def _narration(self, job: JobRecord, work: Path, number: int, text: str, voice: str | None) -> Path | None:
+        if voice is None or not text.strip():
+            return None
+        path = work / f"narration-{number}.wav"
+        if await asyncio.to_thread(path.is_file):
+            return path
+        spoken = await self._paid(job, narrate(text, voice))
+        await asyncio.to_thread(_write_bytes, path, spoken.wav)
+        return path
+
+    async def _thumbnail(self, job: JobRecord, payload: ShortPayload, work: Path, story: Story) -> tuple[str, str]:
+        for extension, mime in (("png", "image/png"), ("jpg", "image/jpeg")):
+            existing = work / f"thumbnail.{extension}"
+            if await asyncio.to_thread(existing.is_file):
+                return str(existing), mime
+        summary = " ".join(segment.narration for segment in story.segments[:3])
+        request = ThumbnailRequest(
+            title=story.title[:300],
+            story_summary=summary[: service_config().max_prompt_chars],
+            aspect_ratio=payload.aspect,
+            character=payload.character,
+        )
+        image = await self._paid(job, generate_thumbnail_image(request))
+        extension = "jpg" if "jpeg" in image.mime_type else "png"
+        path = work / f"thumbnail.{extension}"
+        await asyncio.to_thread(_write_bytes, path, image.image)
+        return str(path), image.mime_type
+
+    async def _copy(self, job: JobRecord, work: Path, story: Story) -> str:
+        path = work / "copy.json"
+        stored = await asyncio.to_thread(_read_model, path, ShortCopy)
+        if isinstance(stored, ShortCopy):
+            return stored.text()
+        outline = "\n".join(f"{segment.number}. {segment.narration}" for segment in story.segments)
+        result = await self._paid(
+            job,
+            generate_structured(
+                ShortCopy,
+                model=service_config().content_model,
+                system="You are a copywriter for short-video creators. Answer in JSON only.",
+                user=f"Write the title, description and hashtags for this short video.\n"
+                f"Title idea: {story.title}\nNarration:\n{outline}"[: service_config().max_prompt_chars * 2],
+            ),
+        )
+        await asyncio.to_thread(_write_text, path, result.value.model_dump_json(indent=1))
+        return result.value.text()
+
+    async def _optional(self, step: Awaitable[T], what: str) -> T | None:
+        """A thumbnail or the copy is a courtesy: the short is delivered without it rather than lost."""
+        try:
+            return await step
+        except ReelwrightError as exc:
+            log.warning("the short's %s failed: %s", what, exc)
+            return None
+
+    def _failure_message(
+        self, job: JobRecord, clip_errors: list[BaseException], narration_errors: list[BaseException]
+    ) -> str:
+        parts = []
+        for error in clip_errors:
+            parts.append(error.user_message if isinstance(error, ReelwrightError) else "a clip failed")
+        if narration_errors:
+            first = narration_errors[0]
+            parts.append(
+                "the narration failed: "
+                + (first.user_message if isinstance(first, ReelwrightError) else "an unexpected error")
+            )
+        what = "; ".join(parts)
+        return (
+            f"This short could not be finished ({what}). Everything already made is kept: "
+            f"/jobs retry {job.id[:8]} makes only what is missing."
+        )
+
+
+def remove_short_files(media_dir: Path, job_id: str) -> bool:
+    """Delete a short's working files (after the retention period)."""
+    path = short_dir(media_dir, job_id)
+    if not path.is_dir():
+        return False
+    shutil.rmtree(path, ignore_errors=True)
+    return True
+
+
+def short_estimate_usage(segments: int, narrated: bool, config: ServiceConfig) -> list[tuple[str, Usage]]:
+    """What a short of ``segments`` segments uses at most, per model: the story, every clip at its
+    longest, the narration, the thumbnail and the copy. Deliberately generous."""
+    words_per_segment = 40
+    entries = [
+        (config.story_model, Usage(model_calls=1, prompt_tokens=1200, completion_tokens=150 * segments + 300)),
+        (config.video_model, Usage(model_calls=segments, video_seconds=MAX_CLIP_SECONDS * segments)),
+        (config.thumbnail_model, Usage(model_calls=1, images=1)),
+        (config.content_model, Usage(model_calls=1, prompt_tokens=600 + 80 * segments, completion_tokens=400)),
+    ]
+    if narrated:
+        # Gemini TTS bills about 32 audio tokens per second of speech; a segment speaks at most its 8 s.
+        entries.append(
+            (
+                config.tts_model,
+                Usage(
+                    model_calls=segments,
+                    prompt_tokens=(words_per_segment * 2) * segments,
+                    completion_tokens=32 * (MAX_CLIP_SECONDS + 4) * segments,
+                ),
+            )
+        )
+    return entries

@@ -1,0 +1,209 @@
+"""/short on the production runtime (start_runtime) against the AI fakes, with real FFmpeg (PyAV) on
+the fakes' real clips: one idea in, one finished short out, every clip paid once."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import av
+import pytest
+from sqlalchemy import select
+
+from bot.core.context import ChatRef, Invocation, UserRef
+from bot.core.replies import Media, Reply
+from connectors.database import sessions
+from services.store.models import JobRecord, UsageRecord
+from services.story import Story
+from tests.bot.helpers import RecordingResponder
+from tests.conftest import RuntimeFactory
+from tests.fakes import FakeGenAI
+
+SMALL = {
+    "short_long_side": 256,
+    "confirm_above_usd": 0,
+    "rate_limit": "1000/minute",
+    "budget_user_daily_usd": 100.0,
+    "budget_chat_daily_usd": 100.0,
+}
+
+
+@pytest.fixture
+def make_runtime(make_runtime: RuntimeFactory) -> RuntimeFactory:
+    """Production runtimes on the AI fakes, small shorts (fast to encode), no confirmation."""
+
+    async def make(**overrides: Any) -> Any:
+        return await make_runtime(**{**SMALL, **overrides})
+
+    return make
+
+
+class RecordingSender:
+    """Stands in for a platform's sender: what the bot posts to a chat outside a command's answer."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[ChatRef, Reply]] = []
+
+    async def send(self, chat: ChatRef, reply: Reply) -> None:
+        self.sent.append((chat, reply))
+
+
+def short(text: str, *, platform: str = "telegram", user: str = "7", upload_limit: int | None = None) -> Invocation:
+    return Invocation(
+        command="short",
+        user=UserRef(platform=platform, id=user, name="u"),
+        chat=ChatRef(platform=platform, id="-100", is_private=False),
+        text=text,
+        upload_limit=upload_limit,
+    )
+
+
+def jobs_command(text: str, *, platform: str = "telegram", user: str = "7") -> Invocation:
+    return Invocation(
+        command="jobs",
+        user=UserRef(platform=platform, id=user, name="u"),
+        chat=ChatRef(platform=platform, id="-100", is_private=False),
+        text=text,
+    )
+
+
+def media_of(reply: Reply, kind: str) -> list[Media]:
+    return [media for media in reply.media if media.kind == kind]
+
+
+def probe(data: bytes) -> tuple[float, int, int, int, int, float]:
+    """Duration, width, height, video and audio stream counts, and the audio's duration."""
+    with av.open(io.BytesIO(data)) as container:
+        video = container.streams.video
+        audio = container.streams.audio
+        duration = float(container.duration or 0) / av.time_base
+        audio_seconds = float(audio[0].duration * audio[0].time_base) if audio and audio[0].duration else 0.0
+        return duration, video[0].width, video[0].height, len(video), len(audio), audio_seconds
+
+
+async def rows(kind: str) -> list[JobRecord]:
+    async with sessions()() as session:
+        return list(await session.scalars(select(JobRecord).where(JobRecord.kind == kind)))
+
+
+async def usage_commands() -> list[str]:
+    async with sessions()() as session:
+        return list(await session.scalars(select(UsageRecord.command)))
+
+
+async def test_one_idea_becomes_a_finished_captioned_short(make_runtime: RuntimeFactory, fake_genai: FakeGenAI) -> None:
+    runtime = await make_runtime()
+    sender = runtime.senders["telegram"] = RecordingSender()
+    responder = RecordingResponder()
+    reply = await runtime.core.handle(short("a lighthouse keeper befriends a storm segments=3"), responder)
+
+    assert not reply.is_error, reply.text
+    [video] = media_of(reply, "video")
+    duration, width, height, video_streams, audio_streams, audio_seconds = probe(video.data)
+    [clip_rows] = [await rows("clip")]
+    clip_seconds = 0
+    for clip in clip_rows:
+        assert clip.state == "delivered"
+        clip_seconds += int(json.loads(clip.payload)["duration_seconds"])
+    assert len(clip_rows) == 3
+    assert abs(duration - clip_seconds) <= 0.1
+    assert width < height  # 9:16
+    assert (video_streams, audio_streams) == (1, 1)
+    assert abs(audio_seconds - duration) <= 0.15
+    assert len(fake_genai.video_generation_requests) == 3
+    [srt] = [media for media in reply.media if media.filename.endswith(".srt")]
+    assert srt.data.decode().count(" --> ") == 3
+    assert media_of(reply, "image"), "the thumbnail goes with the short"
+    assert "#" in reply.text, "the copy's hashtags are in the answer"
+    assert any("Clips 3/3" in line for line in responder.progress) or any(
+        "Stitching" in line for line in responder.progress
+    )
+    [parent] = await rows("short")
+    assert parent.state == "delivered"
+    [(chat, story_post)] = sender.sent
+    assert chat.id == "-100" and isinstance(story_post.result, Story), "the story is shown while the clips render"
+    await runtime.ledger.flush()
+    assert set(await usage_commands()) == {"short"}
+    listing = await runtime.core.handle(jobs_command(""), RecordingResponder())
+    assert "short" in listing.text and listing.text.count("clip ") == 3
+
+
+async def test_a_clip_filtered_once_is_made_again_and_paid_once(
+    make_runtime: RuntimeFactory, fake_genai: FakeGenAI
+) -> None:
+    fake_genai.video_outcomes_for["visual prompt 2:"] = ["filtered"]
+    runtime = await make_runtime()
+    reply = await runtime.core.handle(
+        short("a robot learns to paint segments=3 voice=none captions=off"), RecordingResponder()
+    )
+
+    assert not reply.is_error, reply.text
+    assert len(fake_genai.video_generation_requests) == 4
+    await runtime.ledger.flush()
+    async with sessions()() as session:
+        video_usage = list(await session.scalars(select(UsageRecord).where(UsageRecord.video_seconds > 0)))
+    assert len(video_usage) == 3, "only the three clips that were made are paid for"
+
+
+async def test_a_clip_that_fails_twice_fails_the_short_and_retry_pays_only_for_it(
+    make_runtime: RuntimeFactory, fake_genai: FakeGenAI
+) -> None:
+    fake_genai.video_outcomes_for["visual prompt 2:"] = ["filtered", "error"]
+    runtime = await make_runtime()
+    reply = await runtime.core.handle(short("a robot learns to paint segments=3"), RecordingResponder())
+
+    assert reply.is_error
+    assert "segment 2" in reply.text and "/jobs retry" in reply.text
+    assert len(fake_genai.video_generation_requests) == 4
+    [parent] = await rows("short")
+    listing = await runtime.core.handle(jobs_command(""), RecordingResponder())
+    assert "failed" in listing.text and f"/jobs retry {parent.id[:8]}" in listing.text
+
+    retried = await runtime.core.handle(jobs_command(f"retry {parent.id[:8]}"), RecordingResponder())
+    assert not retried.is_error, retried.text
+    assert media_of(retried, "video")
+    assert len(fake_genai.video_generation_requests) == 5, "the retry made only the missing clip"
+    await runtime.ledger.flush()
+    async with sessions()() as session:
+        video_usage = list(await session.scalars(select(UsageRecord).where(UsageRecord.video_seconds > 0)))
+    assert len(video_usage) == 3
+
+
+async def test_a_short_over_the_budget_is_refused_before_any_call(
+    make_runtime: RuntimeFactory, fake_genai: FakeGenAI
+) -> None:
+    runtime = await make_runtime(budget_user_daily_usd=5.0)
+    reply = await runtime.core.handle(short("a lighthouse keeper segments=3"), RecordingResponder())
+
+    assert reply.is_error and "budget" in reply.text
+    assert fake_genai.video_generation_requests == []
+    assert await rows("short") == []
+
+
+async def test_bad_options_are_refused_before_any_job(make_runtime: RuntimeFactory, fake_genai: FakeGenAI) -> None:
+    runtime = await make_runtime()
+    for text, expected in (
+        ("an idea segments=2", "segments"),
+        ("an idea segments=9", "segments"),
+        ("an idea voice=K0re!", "voice"),
+        ("an idea captions=maybe", "captions"),
+        ("an idea character=nobody", "character"),
+        ("segments=3", "idea"),
+    ):
+        reply = await runtime.core.handle(short(text), RecordingResponder())
+        assert reply.is_error and expected in reply.text.lower(), (text, reply.text)
+    tiny = await runtime.core.handle(short("an idea segments=8", upload_limit=200_000), RecordingResponder())
+    assert tiny.is_error and "fewer segments" in tiny.text
+    assert await rows("short") == []
+    assert fake_genai.requests == []
+
+
+async def test_the_short_fits_the_platforms_upload_limit(make_runtime: RuntimeFactory) -> None:
+    runtime = await make_runtime(short_long_side=640)
+    limit = 1_500_000
+    reply = await runtime.core.handle(short("a storm at sea segments=3", upload_limit=limit), RecordingResponder())
+
+    assert not reply.is_error, reply.text
+    [video] = media_of(reply, "video")
+    assert len(video.data) <= limit
