@@ -135,6 +135,9 @@ class Invocation:
     guild_id: str | None = None
     roles: tuple[str, ...] = ()
     confirmed: bool = False
+    #: The most bytes this chat accepts in one file from the bot, as the platform says for this
+    #: command (None when unknown, as on the console): what a handler sizes a result to.
+    upload_limit: int | None = None
 
 
 async def is_chat_admin(invocation: Invocation, operators: frozenset[str]) -> bool:
@@ -172,6 +175,12 @@ class CommandContext:
     reservation: Reservation | None = None
     progress_interval: float = 3.0
     _last_progress: float = field(default=float("-inf"))
+
+    @property
+    def upload_limit(self) -> int | None:
+        """The most bytes one file of the answer may have here (None when the platform does not say),
+        so a handler can size what it makes (a video's bitrate) to what will be delivered."""
+        return self.invocation.upload_limit if self.invocation else None
 
     @property
     def chat_key(self) -> str:
