@@ -135,6 +135,8 @@ class Invocation:
     guild_id: str | None = None
     roles: tuple[str, ...] = ()
     confirmed: bool = False
+    #: The most bytes this chat accepts in one file from the bot, as the platform says for this
+    #: command (None when unknown, as on the console): what a handler sizes a result to.
     upload_limit: int | None = None
 
 
@@ -175,15 +177,16 @@ class CommandContext:
     _last_progress: float = field(default=float("-inf"))
 
     @property
+    def upload_limit(self) -> int | None:
+        """The most bytes one file of the answer may have here (None when the platform does not say),
+        so a handler can size what it makes (a video's bitrate) to what will be delivered."""
+        return self.invocation.upload_limit if self.invocation else None
+
+    @property
     def chat_key(self) -> str:
         """Whose chat budget pays: a Discord server as a whole, else the chat."""
         guild = self.invocation.guild_id if self.invocation else None
         return f"{self.chat.platform}:guild:{guild}" if guild else f"{self.chat.platform}:{self.chat.id}"
-
-    @property
-    def upload_limit(self) -> int | None:
-        """The most this chat accepts in one file, in bytes; None when the platform sets no limit."""
-        return self.invocation.upload_limit if self.invocation else None
 
     async def before_paid_call(self) -> None:
         """Handlers of commands declared with ``confirms_late`` call this after validating their

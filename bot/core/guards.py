@@ -259,7 +259,11 @@ def confirm_command(guards: Guards) -> Command:
         if not code:
             raise UserInputError("Give the code from the cost message: /confirm <code>.")
         original = guards.take_pending(code, ctx.user.key)
-        invocation = replace(original.invocation, confirmed=True) if original.invocation else None
+        invocation = None
+        if original.invocation is not None:
+            # The answer goes where /confirm was sent, so that chat's upload limit applies (when known).
+            upload_limit = ctx.upload_limit if ctx.upload_limit is not None else original.upload_limit
+            invocation = replace(original.invocation, confirmed=True, upload_limit=upload_limit)
         rerun = replace(
             original,
             invocation=invocation,

@@ -193,6 +193,7 @@ class DiscordBridge:
             is_admin=admin_check(interaction),
             guild_id=str(interaction.guild_id) if interaction.guild_id is not None else None,
             roles=role_ids(user),
+            upload_limit=interaction.filesize_limit,
         )
         responder = InteractionResponder(interaction, self.sender, partial(reply_view, command), self.progress)
         await self.runtime.core.handle(invocation, responder)

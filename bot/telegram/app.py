@@ -88,7 +88,10 @@ class TelegramAdapter:
             action=command.upload_action if command is not None else "typing",
             policy=self.options.progress,
         )
-        await self.core.handle(invocation_for(message, parsed, download_limit=self.download_limit), responder)
+        invocation = invocation_for(
+            message, parsed, download_limit=self.download_limit, upload_limit=self.delivery.limits.other
+        )
+        await self.core.handle(invocation, responder)
 
     async def on_button(self, update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         """The "✅ Go ahead" button under a cost question: it goes (one press only), then ``/confirm``."""
@@ -107,6 +110,7 @@ class TelegramAdapter:
             message,
             ParsedCommand("confirm", query.data.removeprefix(CONFIRM_PREFIX), addressed=True),
             download_limit=self.download_limit,
+            upload_limit=self.delivery.limits.other,
             sender=query.from_user,
         )
         responder = TelegramResponder(

@@ -58,10 +58,12 @@ def invocation_for(
     parsed: ParsedCommand,
     *,
     download_limit: int | None = CLOUD_DOWNLOAD_LIMIT,
+    upload_limit: int | None = None,
     sender: User | None = None,
 ) -> Invocation:
     """The chat-core invocation for a command message; the image comes from it or the replied-to one.
 
+    ``upload_limit``: the most bytes the bot may send in one file here (the Bot API server's limit).
     ``sender``: who acted, when not the message's author (a button pressed under a bot message)."""
     sender = sender or message.from_user
     user = UserRef(
@@ -74,7 +76,13 @@ def invocation_for(
     if image is None and message.reply_to_message is not None:
         image = image_of(message.reply_to_message, download_limit)
     return Invocation(
-        command=parsed.name, user=user, chat=chat, text=parsed.text, image=image, is_admin=_admin_check(message, sender)
+        command=parsed.name,
+        user=user,
+        chat=chat,
+        text=parsed.text,
+        image=image,
+        is_admin=_admin_check(message, sender),
+        upload_limit=upload_limit,
     )
 
 

@@ -13,7 +13,8 @@ from PIL import Image
 
 from bot.core.catalog import build_commands
 from bot.core.commands import CommandSet
-from bot.core.context import ChatRef, IncomingImage, Invocation, UserRef, bytes_image
+from bot.core.context import ChatRef, CommandContext, IncomingImage, Invocation, UserRef, bytes_image
+from bot.core.dispatcher import ChatCore, Next
 from bot.core.jobs import JobCommands
 from bot.core.replies import Reply
 from bot.core.senders import ChatSenders
@@ -25,6 +26,29 @@ USER = UserRef(platform="test", id="42", name="tester")
 CHAT = ChatRef(platform="test", id="42")
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass(frozen=True)
+class HandlerSaw:
+    """What a handler's context said: the command, its upload limit, whether it was confirmed."""
+
+    command: str
+    upload_limit: int | None
+    confirmed: bool
+
+
+def record_handler_contexts(core: ChatCore) -> list[HandlerSaw]:
+    """What each handler ``core`` runs from now on is given, recorded by an innermost middleware
+    (it sees the very context the handler receives, /confirm re-runs included)."""
+    seen: list[HandlerSaw] = []
+
+    async def record(ctx: CommandContext, call_next: Next) -> Reply:
+        confirmed = ctx.invocation.confirmed if ctx.invocation is not None else False
+        seen.append(HandlerSaw(ctx.command.name, ctx.upload_limit, confirmed))
+        return await call_next(ctx)
+
+    core.middlewares.append(record)
+    return seen
 
 
 async def _nowhere(outcome: JobOutcome) -> None:

@@ -52,6 +52,7 @@ def test_a_command_line(core: ChatCore) -> None:
     assert parsed.text == "a dragon learns to fly segments=3"
     assert parsed.image is None
     assert parsed.user == CONSOLE_USER
+    assert parsed.upload_limit is None  # a terminal takes files of any size
 
 
 def test_command_names_are_lower_cased(core: ChatCore) -> None:

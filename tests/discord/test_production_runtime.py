@@ -14,6 +14,7 @@ import pytest
 
 from bot.runtime import Runtime, start_runtime
 from connectors.settings import load_settings
+from tests.bot.helpers import HandlerSaw, record_handler_contexts
 from tests.discord.conftest import DiscordBot, start_bot, stop_bot
 from tests.fakes import FakeGenAI, FakeOpenRouter
 from tests.fakes.discord_api import MEMBER_PERMISSIONS, FakeDiscord
@@ -155,6 +156,23 @@ async def test_a_costly_video_is_confirmed_with_the_go_ahead_button(production: 
     again = await bot.fake.press(shown, button["custom_id"])
     assert (await answer(bot, again)).startswith("⚠️ Nothing to confirm with that code")
     assert len(bot.genai.video_generation_requests) == 1
+
+
+async def test_handlers_see_the_interactions_upload_limit(production: StartBot) -> None:
+    """A handler sizes what it makes to what this interaction may answer with (a boosted server's
+    limit here); a confirmed command is answered through the press, so the press's limit counts."""
+    bot = await production(confirm_above_usd=0.01)
+    seen = record_handler_contexts(bot.runtime.core)
+    await answer(bot, await bot.fake.slash("usage", {}, attachment_size_limit=50 << 20))
+    assert seen == [HandlerSaw("usage", 50 << 20, confirmed=False)]
+
+    asked = await bot.final(await bot.fake.slash("video", {"prompt": "a cat", "duration": "8"}))
+    [row] = asked.payload["components"]
+    assert asked.message is not None
+    press = await bot.fake.press(asked.message, row["components"][0]["custom_id"], attachment_size_limit=100 << 20)
+    await bot.final(press)
+    assert seen[-1] == HandlerSaw("video", 100 << 20, confirmed=True)
+    assert HandlerSaw("confirm", 100 << 20, confirmed=False) in seen
 
 
 async def test_the_go_ahead_button_survives_a_restart(production: StartBot, fake_discord: FakeDiscord) -> None:

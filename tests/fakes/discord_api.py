@@ -224,10 +224,13 @@ class FakeDiscord(InstrumentedUpstream):
         *,
         user: dict[str, Any] | None = None,
         member: dict[str, Any] | None = None,
+        attachment_size_limit: int | None = None,
     ) -> dict[str, Any]:
         """Dispatch a button press on ``message`` (a message object the bot posted), by ``user``."""
         data = {"custom_id": custom_id, "component_type": 2}
-        d = self.interaction_payload(INTERACTION_COMPONENT, data, user=user, member=member)
+        d = self.interaction_payload(
+            INTERACTION_COMPONENT, data, user=user, member=member, attachment_size_limit=attachment_size_limit
+        )
         d["message"] = message
         await self.dispatch_event("INTERACTION_CREATE", d)
         return d

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from bot.core.delivery import MB
+from tests.bot.helpers import HandlerSaw, record_handler_contexts
 from tests.telegram.conftest import StartBot, TelegramBot
 
 CHAT = 700
@@ -30,6 +32,34 @@ async def test_a_costly_video_is_confirmed_with_the_button(production_bot: Teleg
     assert len(tg.media.video_generation_requests) == 1
     assert len(tg.api.calls_of("answerCallbackQuery")) == 1
     assert "reply_markup" not in tg.api.bot_message(CHAT, message["message_id"])  # one press only
+
+
+async def test_handlers_see_the_bot_api_servers_upload_limit(start_bot: StartBot) -> None:
+    """A handler sizes what it makes to what Telegram will take: 50 MB from the cloud Bot API,
+    2,000 MB from a self-hosted one."""
+    cloud = await start_bot()
+    seen = record_handler_contexts(cloud.runtime.core)
+    await cloud.run(CHAT, "/usage")
+    assert seen == [HandlerSaw("usage", 50 * MB, confirmed=False)]
+
+    local = await start_bot(telegram_local_api=True)
+    seen = record_handler_contexts(local.runtime.core)
+    await local.run(CHAT, "/usage")
+    assert seen == [HandlerSaw("usage", 2000 * MB, confirmed=False)]
+
+
+async def test_a_confirmed_command_keeps_the_upload_limit(production_bot: TelegramBot) -> None:
+    tg = production_bot
+    seen = record_handler_contexts(tg.runtime.core)
+    asked = await tg.run(CHAT, "/video a cat surfing duration=8")
+    question = next(c for c in asked if "/confirm" in c.params.get("text", ""))
+    button = question.json_param("reply_markup")["inline_keyboard"][0][0]
+    message = tg.api.bot_message(CHAT, question.answered["result"]["message_id"])  # type: ignore[index]
+    await tg.api.press(message, button["callback_data"], user_id=CHAT)
+    await tg.settle()
+    await tg.api.wait_for_call("sendVideo", CHAT)
+    assert HandlerSaw("video", 50 * MB, confirmed=True) in seen
+    assert {saw.upload_limit for saw in seen} == {50 * MB}
 
 
 async def test_a_story_through_the_production_core(production_bot: TelegramBot) -> None:
