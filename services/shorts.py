@@ -87,8 +87,22 @@ class ShortCopy(BaseModel):
     hashtags: list[str] = Field(description="8 to 15 relevant hashtags, each starting with #")
 
     def text(self) -> str:
-        tags = " ".join(tag if tag.startswith("#") else f"#{tag}" for tag in self.hashtags)
-        return f"{self.title}\n\n{self.description}\n\n{tags}".strip()
+        return f"{self.title}\n\n{self.description}\n\n{' '.join(hashtags(self.hashtags))}".strip()
+
+
+MAX_HASHTAGS = 15
+
+
+def hashtags(tags: list[str]) -> list[str]:
+    """Tags as the apps link them: one word of letters, digits and underscores after a ``#``, no repeats."""
+    seen: set[str] = set()
+    result = []
+    for tag in tags:
+        word = "".join(ch for ch in tag if ch.isalnum() or ch == "_")
+        if word and word.lower() not in seen:
+            seen.add(word.lower())
+            result.append(f"#{word}")
+    return result[:MAX_HASHTAGS]
 
 
 class ShortManifest(BaseModel):

@@ -38,7 +38,9 @@ def make_runtime(make_runtime: RuntimeFactory) -> RuntimeFactory:
     """Production runtimes on the AI fakes that never ask to confirm and never slow anyone down."""
 
     async def make(**overrides: Any) -> Any:
-        return await make_runtime(**{"confirm_above_usd": 0, "rate_limit": "1000/minute", **overrides})
+        return await make_runtime(
+            **{"confirm_above_usd": 0, "rate_limit": "1000/minute", "short_long_side": 256, **overrides}
+        )
 
     return make
 
@@ -209,14 +211,22 @@ PAID_EXAMPLES = [
     ("character", "Captain Whiskers"),
     ("video", "a cat surfing duration=8"),
     ("thumbnail", "I survived 24 hours in a library"),
+    ("short", "a storm at sea segments=8"),
 ]
+
+
+def test_every_paid_command_has_a_cost_example() -> None:
+    paid = {declared.name for declared in catalogue() if declared.upstream is not None}
+    assert paid == {name for name, _ in PAID_EXAMPLES}
 
 
 @pytest.mark.parametrize(("name", "text"), PAID_EXAMPLES, ids=[name for name, _ in PAID_EXAMPLES])
 async def test_estimates_cover_the_real_cost(make_runtime: RuntimeFactory, name: str, text: str) -> None:
     """Generous on purpose: what a command really used (as the fakes report it) never exceeds
     what was reserved for it."""
-    runtime = await make_runtime(budget_user_daily_usd=0, budget_user_monthly_usd=0)
+    runtime = await make_runtime(
+        budget_user_daily_usd=0, budget_user_monthly_usd=0, budget_chat_daily_usd=0, budget_chat_monthly_usd=0
+    )
     invocation = command(name, text, user=uuid.uuid4().hex[:8])
     if name == "character":
         invocation = Invocation(**{**invocation.__dict__, "image": uploaded(png_bytes())})

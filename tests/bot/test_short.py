@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from decimal import Decimal
 from typing import Any
 
 import av
@@ -14,6 +15,7 @@ from sqlalchemy import select
 from bot.core.context import ChatRef, Invocation, UserRef
 from bot.core.replies import Media, Reply
 from connectors.database import sessions
+from services.budgets import LocalBudgets
 from services.store.models import JobRecord, UsageRecord
 from services.story import Story
 from tests.bot.helpers import RecordingResponder
@@ -82,6 +84,13 @@ def probe(data: bytes) -> tuple[float, int, int, int, int, float]:
         return duration, video[0].width, video[0].height, len(video), len(audio), audio_seconds
 
 
+async def held(runtime: Any) -> Decimal:
+    """What the user's budget still holds for unfinished work."""
+    budgets = runtime.jobs.budgets
+    assert isinstance(budgets, LocalBudgets)
+    return budgets.held("user", "telegram:7")
+
+
 async def rows(kind: str) -> list[JobRecord]:
     async with sessions()() as session:
         return list(await session.scalars(select(JobRecord).where(JobRecord.kind == kind)))
@@ -125,6 +134,9 @@ async def test_one_idea_becomes_a_finished_captioned_short(make_runtime: Runtime
     assert chat.id == "-100" and isinstance(story_post.result, Story), "the story is shown while the clips render"
     await runtime.ledger.flush()
     assert set(await usage_commands()) == {"short"}
+    assert await held(runtime) == 0, "the short's reservation is settled"
+    spent = await runtime.ledger.spent("user", "telegram:7")
+    assert spent.today == await runtime.jobs.short_spent(parent.id) > 0
     listing = await runtime.core.handle(jobs_command(""), RecordingResponder())
     assert "short" in listing.text and listing.text.count("clip ") == 3
 
@@ -155,6 +167,7 @@ async def test_a_clip_that_fails_twice_fails_the_short_and_retry_pays_only_for_i
 
     assert reply.is_error
     assert "segment 2" in reply.text and "/jobs retry" in reply.text
+    assert await held(runtime) == 0, "a failed short holds no budget"
     assert len(fake_genai.video_generation_requests) == 4
     [parent] = await rows("short")
     listing = await runtime.core.handle(jobs_command(""), RecordingResponder())
@@ -164,6 +177,7 @@ async def test_a_clip_that_fails_twice_fails_the_short_and_retry_pays_only_for_i
     assert not retried.is_error, retried.text
     assert media_of(retried, "video")
     assert len(fake_genai.video_generation_requests) == 5, "the retry made only the missing clip"
+    assert await held(runtime) == 0
     await runtime.ledger.flush()
     async with sessions()() as session:
         video_usage = list(await session.scalars(select(UsageRecord).where(UsageRecord.video_seconds > 0)))
