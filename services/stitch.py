@@ -27,19 +27,28 @@ Two paths:
   ``+faststart``. An output still over budget is encoded again at a lower bitrate.
 - **Stream copy** (captions off, no narration, clips that share codec, size and audio format, already in
   the aspect, and fit the budget together): packets are remuxed in order, nothing decoded.
+
+And the incremental way, for a pipeline whose clips arrive one by one: ``encode_piece`` re-encodes one
+segment into its own MP4 as soon as its clip exists (every piece of a short with the same encoder
+settings, each starting with an IDR frame), and ``join_pieces`` remuxes the pieces by stream copy once the
+last one is done, so only the last piece and a cheap remux stand between the last clip and the upload.
+A join that cannot be made (pieces that differ, or over the budget) fails, and the caller stitches the
+whole short instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import itertools
 import multiprocessing
 import multiprocessing.connection
 import os
 import resource
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from multiprocessing.process import BaseProcess
@@ -56,12 +65,22 @@ from services.child_processes import exit_with_parent
 
 __all__ = [
     "AUDIO_BITRATE",
+    "DEFAULT_PRESET",
     "Cue",
+    "JoinRequest",
+    "PieceRequest",
+    "PieceResult",
     "Segment",
     "StitchFailed",
     "StitchRequest",
     "StitchResult",
+    "configure_stitching",
+    "encode_piece",
+    "first_frame_jpeg",
     "frame_size",
+    "join_in_this_process",
+    "join_pieces",
+    "piece_in_this_process",
     "shutdown_stitches",
     "srt_text",
     "stitch",
@@ -76,6 +95,8 @@ Aspect = Literal["9:16", "16:9"]
 AUDIO_BITRATE = 128_000
 AUDIO_RATE = 48_000
 _AUDIO_CHUNK = 1024
+#: Samples in one AAC-LC packet: the finest cut a stream copy can make in the sound.
+_AAC_FRAME_SAMPLES = 1024
 
 #: Share of the byte budget kept back for the MP4 boxes, the encoders' overshoot and rounding.
 BUDGET_MARGIN = 0.05
@@ -88,6 +109,11 @@ MAX_VIDEO_BITRATE = 8_000_000
 #: x264's constant quality: good for a phone screen. The budget's bitrate caps it (VBV), so a simple
 #: picture makes a small file and a busy one still fits the upload limit.
 CRF = 21
+#: x264 preset, optionally followed by x264 options (``"veryfast:subme=1"``): CPU against file size.
+DEFAULT_PRESET = "veryfast"
+#: Keyframe interval in seconds. Pieces use it as a fixed GOP (no scene-cut keyframes): every piece
+#: starts with an IDR frame and all pieces have the same structure.
+GOP_SECONDS = 2
 #: Each re-encode after an over-budget result aims this much lower.
 _RETRY_FACTOR = 0.85
 _MAX_ENCODES = 3
@@ -125,7 +151,59 @@ class StitchRequest:
     byte_budget: int = 50 * 1024 * 1024
     long_side: int = 1280
     fps: int = 24
-    preset: str = "veryfast"
+    preset: str = DEFAULT_PRESET
+
+
+@dataclass(frozen=True)
+class PieceRequest:
+    """One segment to encode into its own MP4, to be joined later with the short's other pieces.
+
+    Every piece of one short must use the same ``aspect``, ``video_bitrate``, ``long_side``, ``fps`` and
+    ``preset``: only then do the pieces share their H.264 parameter sets and can be joined by stream copy.
+    ``video_bitrate`` is the cap for the whole short, ``video_bitrate(budget, seconds, pieces=n)``.
+    """
+
+    segment: Segment
+    output: Path
+    aspect: Aspect
+    captions: bool
+    video_bitrate: int
+    long_side: int = 1280
+    fps: int = 24
+    preset: str = DEFAULT_PRESET
+
+    def __post_init__(self) -> None:
+        if self.video_bitrate <= 0 or self.fps <= 0 or self.long_side <= 0:
+            raise ValueError("video_bitrate, fps and long_side must be positive")
+
+
+@dataclass(frozen=True)
+class PieceResult:
+    """An encoded piece: exactly ``round(clip length × fps)`` frames, its audio exactly as long."""
+
+    path: Path
+    duration: float
+    size: int
+    text: str
+    cpu_seconds: float
+    peak_rss_bytes: int
+
+
+@dataclass(frozen=True)
+class JoinRequest:
+    """Pieces in order (results of ``encode_piece``, or their files), each piece's caption text (for the
+    SRT, one cue per piece; empty text, no cue), where the short goes, and the upload limit."""
+
+    pieces: tuple[PieceResult | Path, ...]
+    texts: tuple[str, ...]
+    output: Path
+    byte_budget: int
+
+    def __post_init__(self) -> None:
+        if not self.pieces:
+            raise ValueError("a join needs at least one piece")
+        if len(self.texts) != len(self.pieces):
+            raise ValueError("one caption text per piece")
 
 
 @dataclass(frozen=True)
@@ -176,18 +254,21 @@ def frame_size(aspect: Aspect, long_side: int) -> tuple[int, int]:
     return (short_side, long_even) if aspect == "9:16" else (long_even, round(short_side / 4) * 4)
 
 
-def video_bitrate(byte_budget: int, seconds: float, audio_bitrate: int = AUDIO_BITRATE) -> int:
+def video_bitrate(byte_budget: int, seconds: float, audio_bitrate: int = AUDIO_BITRATE, *, pieces: int = 1) -> int:
     """The H.264 bitrate that keeps ``seconds`` of video plus AAC audio under ``byte_budget`` bytes.
 
     The budget loses a margin and a fixed overhead for the container; the audio's share is reserved;
-    one more second of video is kept back because the rate control (a one-second buffer) may run
+    one more second of video is kept back per encode (``pieces`` of them when the short is encoded as
+    pieces) because each encode's rate control (a one-second buffer that starts nearly full) may run
     that far ahead of its average.
     """
     if seconds <= 0:
         raise ValueError("a short lasts more than 0 seconds")
+    if pieces < 1:
+        raise ValueError("a short is encoded in one piece or more")
     usable_bits = (byte_budget * (1 - BUDGET_MARGIN) - FIXED_OVERHEAD_BYTES) * 8
     video_bits = usable_bits - audio_bitrate * 1.05 * seconds
-    bitrate = int(video_bits / (seconds + 1))
+    bitrate = int(video_bits / (seconds + pieces))
     if bitrate < MIN_VIDEO_BITRATE:
         raise UserInputError(
             f"A {seconds:.0f}-second short cannot fit in {byte_budget / 1_048_576:.1f} MB at a watchable quality: "
@@ -517,51 +598,91 @@ def _plan(request: StitchRequest, clips: list[_ClipInfo]) -> _Plan:
     return _Plan(clips, counts, cues, spans)
 
 
+def _x264_options(preset: str, bitrate: int, fps: int, *, fixed_gop: bool) -> dict[str, str]:
+    """libx264's options: ``preset`` is a preset name, optionally followed by ``:key=value`` x264 options.
+
+    ``fixed_gop`` makes every encode with the same settings produce the same parameter sets and GOP
+    structure (``stitchable``, no scene-cut keyframes), so that pieces can be joined by stream copy.
+    """
+    name, _, extra = preset.partition(":")
+    params = [param for param in extra.split(":") if param]
+    if fixed_gop:
+        params += ["stitchable=1", "scenecut=0"]
+    options = {
+        "preset": name,
+        "crf": str(CRF),
+        "maxrate": str(bitrate),
+        "bufsize": str(bitrate),
+        "g": str(fps * GOP_SECONDS),
+        "profile": "high",
+    }
+    if params:
+        options["x264-params"] = ":".join(params)
+    return options
+
+
+def _add_streams(
+    out: av.container.OutputContainer, width: int, height: int, fps: int, options: dict[str, str]
+) -> tuple[av.video.stream.VideoStream, av.audio.stream.AudioStream]:
+    video = out.add_stream("libx264", rate=fps)
+    video.width, video.height = width, height
+    video.pix_fmt = "yuv420p"
+    video.codec_context.time_base = Fraction(1, fps)
+    video.options = dict(options)
+    audio = out.add_stream("aac", rate=AUDIO_RATE, layout="stereo")
+    audio.bit_rate = AUDIO_BITRATE
+    return video, audio
+
+
+def _mux_segment(
+    out: av.container.OutputContainer,
+    streams: tuple[av.video.stream.VideoStream, av.audio.stream.AudioStream],
+    segment: Segment,
+    count: int,
+    first_frame: int,
+    fps: int,
+    captions: bool,
+) -> None:
+    """Encode one segment's ``count`` frames and exactly as long audio, starting at frame ``first_frame``."""
+    video, audio = streams
+    width, height = video.width, video.height
+    frame_time = Fraction(1, fps)
+    first_sample = round(first_frame / fps * AUDIO_RATE)
+    samples = round((first_frame + count) / fps * AUDIO_RATE) - first_sample
+    sound = _decode_audio(segment.clip, samples)
+    if segment.narration is not None:
+        sound = _duck_and_mix(sound, _decode_audio(segment.narration, samples))
+    audio_frames = _audio_frames(sound, first_sample)
+    pending = next(audio_frames, None)
+    overlay = _overlay(_clean_caption(segment.text), width, height) if captions else None
+    frame_index = first_frame
+    for picture in _segment_frames(segment.clip, count, width, height, fps):
+        frame = _blend(picture, overlay) if overlay is not None else picture
+        frame.pts = frame_index
+        frame.time_base = frame_time
+        frame.pict_type = av.video.frame.PictureType.NONE
+        out.mux(video.encode(frame))
+        frame_index += 1
+        horizon = round((frame_index / fps + 0.5) * AUDIO_RATE)
+        while pending is not None and pending.pts is not None and pending.pts < horizon:
+            out.mux(audio.encode(pending))
+            pending = next(audio_frames, None)
+    while pending is not None:
+        out.mux(audio.encode(pending))
+        pending = next(audio_frames, None)
+
+
 def _encode(request: StitchRequest, plan: _Plan, bitrate: int, target: Path) -> None:
     width, height = frame_size(request.aspect, request.long_side)
-    fps = request.fps
+    options = _x264_options(request.preset, bitrate, request.fps, fixed_gop=False)
     with av.open(str(target), "w", format="mp4", options={"movflags": "+faststart"}) as out:
-        video = out.add_stream("libx264", rate=fps)
-        video.width, video.height = width, height
-        video.pix_fmt = "yuv420p"
-        frame_time = Fraction(1, fps)
-        video.codec_context.time_base = frame_time
-        video.options = {
-            "preset": request.preset,
-            "crf": str(CRF),
-            "maxrate": str(bitrate),
-            "bufsize": str(bitrate),
-            "g": str(fps * 2),
-            "profile": "high",
-        }
-        audio = out.add_stream("aac", rate=AUDIO_RATE, layout="stereo")
-        audio.bit_rate = AUDIO_BITRATE
+        streams = _add_streams(out, width, height, request.fps, options)
         frame_index = 0
-        for clip, count, segment in zip(plan.clips, plan.frame_counts, request.segments, strict=True):
-            first_sample = round(frame_index / fps * AUDIO_RATE)
-            samples = round((frame_index + count) / fps * AUDIO_RATE) - first_sample
-            sound = _decode_audio(clip.path, samples)
-            if segment.narration is not None:
-                sound = _duck_and_mix(sound, _decode_audio(segment.narration, samples))
-            audio_frames = _audio_frames(sound, first_sample)
-            pending = next(audio_frames, None)
-            overlay = _overlay(_clean_caption(segment.text), width, height) if request.captions else None
-            for picture in _segment_frames(clip.path, count, width, height, fps):
-                frame = _blend(picture, overlay) if overlay is not None else picture
-                frame.pts = frame_index
-                frame.time_base = frame_time
-                frame.pict_type = av.video.frame.PictureType.NONE
-                out.mux(video.encode(frame))
-                frame_index += 1
-                horizon = round((frame_index / fps + 0.5) * AUDIO_RATE)
-                while pending is not None and pending.pts is not None and pending.pts < horizon:
-                    out.mux(audio.encode(pending))
-                    pending = next(audio_frames, None)
-            while pending is not None:
-                out.mux(audio.encode(pending))
-                pending = next(audio_frames, None)
-        out.mux(video.encode(None))
-        out.mux(audio.encode(None))
+        for count, segment in zip(plan.frame_counts, request.segments, strict=True):
+            _mux_segment(out, streams, segment, count, frame_index, request.fps, request.captions)
+            frame_index += count
+        for stream in streams:
+            out.mux(stream.encode(None))
 
 
 # -- the stream-copy path ---------------------------------------------------------------------------
@@ -598,38 +719,178 @@ def _can_copy(request: StitchRequest, clips: list[_ClipInfo]) -> bool:
     )
 
 
-def _copy(clips: list[_ClipInfo], target: Path) -> list[tuple[float, float]]:
-    """Remux the clips' packets in order; each clip starts where the previous one's video ended.
+def _stream_signature(container: av.container.InputContainer) -> dict[str, object]:
+    """What must be equal for two files' packets to follow each other in one stream, by name."""
+    video, audio = container.streams.video[0], container.streams.audio[0]
+    vctx, actx = video.codec_context, audio.codec_context
+    return {
+        "video codec": vctx.name,
+        "picture size": (vctx.width, vctx.height),
+        "pixel format": vctx.pix_fmt,
+        "H.264 parameter sets (SPS/PPS)": bytes(vctx.extradata or b""),
+        "video time base": video.time_base,
+        "audio codec": actx.name,
+        "audio format": (actx.sample_rate, actx.channels),
+        "AAC configuration": bytes(actx.extradata or b""),
+        "audio time base": audio.time_base,
+    }
 
-    Later clips lose their audio's priming packet (negative time): it would overlap the previous clip.
+
+def _time(packet: av.Packet[Any], value: int | None) -> int:
+    if value is None:
+        raise StitchFailed(f"a {packet.stream.type} packet has no timestamp")
+    return value
+
+
+@dataclass
+class _Part:
+    """One file's packets, read whole for a join (a piece is a few MB at most)."""
+
+    path: Path
+    signature: dict[str, object]
+    video_base: Fraction
+    audio_base: Fraction
+    sample_rate: int
+    video: list[av.Packet[Any]]
+    priming: list[av.Packet[Any]]
+    sound: list[av.Packet[Any]]
+    first_pts: int
+    video_length: int
+
+
+def _read_part(path: Path, number: int) -> _Part:
+    """A file's stream signature, video packets, AAC priming packets (before time 0) and other audio packets."""
+    name = f"part {number + 1} ({path.name})"
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError) as exc:
+        raise StitchFailed(f"cannot read {name}: {exc}") from exc
+    with container:
+        if not container.streams.video or not container.streams.audio:
+            raise StitchFailed(f"{name} lacks a video or an audio stream")
+        signature = _stream_signature(container)
+        video_stream, audio_stream = container.streams.video[0], container.streams.audio[0]
+        if video_stream.time_base is None or audio_stream.time_base is None:
+            raise StitchFailed(f"{name} has no time base")
+        video_base, audio_base = Fraction(video_stream.time_base), Fraction(audio_stream.time_base)
+        sample_rate = audio_stream.codec_context.sample_rate
+        video: list[av.Packet[Any]] = []
+        audio: list[av.Packet[Any]] = []
+        for packet in container.demux(video_stream, audio_stream):
+            if packet.size:
+                (video if packet.stream.type == "video" else audio).append(packet)
+    if not video or not audio:
+        raise StitchFailed(f"{name} has no pictures or no sound")
+    if not video[0].is_keyframe:
+        raise StitchFailed(f"{name} does not start with a keyframe")
+    first_pts = min(_time(packet, packet.pts) for packet in video)
+    end = max(_time(packet, packet.pts) + (packet.duration or 0) for packet in video)
+    if end <= first_pts:
+        raise StitchFailed(f"{name} has no length")
+    return _Part(
+        path=path,
+        signature=signature,
+        video_base=video_base,
+        audio_base=audio_base,
+        sample_rate=sample_rate,
+        video=video,
+        priming=[packet for packet in audio if _time(packet, packet.pts) < 0],
+        sound=[packet for packet in audio if _time(packet, packet.pts) >= 0],
+        first_pts=first_pts,
+        video_length=end - first_pts,
+    )
+
+
+def _fit_sound(
+    sound: list[av.Packet[Any]], start: int, picture_end: int, packet_ticks: int, *, last: bool
+) -> list[av.Packet[Any]]:
+    """The audio packets placed one after the other from ``start``; unless this is the ``last`` part,
+    without a final packet that would run more than half a packet past the part's pictures."""
+    kept = list(sound)
+    while not last and len(kept) > 1 and start + len(kept) * packet_ticks - picture_end >= packet_ticks / 2:
+        kept.pop()
+    for index, packet in enumerate(kept):
+        packet.pts = packet.dts = start + index * packet_ticks
+        if not last or index < len(kept) - 1:
+            packet.duration = packet_ticks
+    return kept
+
+
+def _remux(paths: Sequence[Path], target: Path) -> list[tuple[float, float]]:
+    """Put the files' packets one after the other, nothing decoded; returns each file's span in seconds.
+
+    Each file's video starts where the previous one's ended. Audio cannot be cut finer than an AAC
+    packet (1024 samples), and a decoder plays every sample of every packet, whatever the timestamps
+    say: a file's last packet, padded to full length, would push all later sound late, by up to 21 ms
+    per file. So each file's audio follows on from where the previous file's decoded sound really
+    ended, and a last packet that would leave the sound more than half a packet behind the picture is
+    dropped: sound and picture stay within ±11 ms at every boundary. (A file whose sound stops well
+    before its pictures leaves a gap in the timestamps instead.) Later files lose their AAC priming
+    packet (it would overlap the previous file).
     """
+    if not paths:
+        raise StitchFailed("nothing to join")
     spans: list[tuple[float, float]] = []
-    start = 0.0
+    parts = iter(_read_part(path, number) for number, path in enumerate(paths))
+    first = next(parts)
+    if (first.signature["video codec"], first.signature["audio codec"]) != ("h264", "aac"):
+        raise StitchFailed(f"part 1 ({first.path.name}) is not H.264 + AAC")
+    video_base, audio_base = first.video_base, first.audio_base
+    packet_ticks = round(Fraction(_AAC_FRAME_SAMPLES, first.sample_rate) / audio_base)
     with (
-        av.open(str(clips[0].path)) as first,
+        av.open(str(paths[0])) as template,
         av.open(str(target), "w", format="mp4", options={"movflags": "+faststart"}) as out,
     ):
-        video_out = out.add_stream_from_template(first.streams.video[0])
-        audio_out = out.add_stream_from_template(first.streams.audio[0])
-        for number, clip in enumerate(clips):
-            with av.open(str(clip.path)) as container:
-                streams = (container.streams.video[0], container.streams.audio[0])
-                for packet in container.demux(streams):
-                    if packet.dts is None or packet.pts is None or packet.time_base is None:
-                        continue
-                    offset = round(start / packet.time_base)
-                    if packet.stream.type == "audio" and number > 0 and packet.pts < 0:
-                        continue
-                    packet.pts += offset
-                    packet.dts += offset
-                    packet.stream = video_out if packet.stream.type == "video" else audio_out
-                    out.mux(packet)
-            spans.append((start, start + clip.duration))
-            start += clip.duration
+        video_out = out.add_stream_from_template(template.streams.video[0])
+        audio_out = out.add_stream_from_template(template.streams.audio[0])
+        video_end = 0
+        audio_end: int | None = None
+        last_dts: int | None = None
+        for number, part in enumerate(itertools.chain([first], parts)):
+            for name, value in part.signature.items():
+                if value != first.signature[name]:
+                    raise StitchFailed(
+                        f"part {number + 1} ({part.path.name}) cannot be joined by stream copy: "
+                        f"its {name} differs from part 1's"
+                    )
+            offset = video_end - part.first_pts
+            for packet in part.video:
+                packet.pts = _time(packet, packet.pts) + offset
+                packet.dts = _time(packet, packet.dts) + offset
+                packet.stream = video_out
+            if last_dts is not None and _time(part.video[0], part.video[0].dts) <= last_dts:
+                raise StitchFailed(f"part {number + 1} ({part.path.name}) would overlap the previous part's pictures")
+            last_dts = max(_time(packet, packet.dts) for packet in part.video)
+            start = video_end
+            video_end += part.video_length
+            picture_start, picture_end = (round(ticks * video_base / audio_base) for ticks in (start, video_end))
+
+            if number == 0:
+                priming = part.priming
+                sound_start = _time(part.sound[0], part.sound[0].pts) if part.sound else 0
+            else:
+                priming = []
+                follows_on = audio_end is not None and audio_end >= picture_start - packet_ticks / 2
+                sound_start = audio_end if follows_on and audio_end is not None else picture_start
+            sound = _fit_sound(part.sound, sound_start, picture_end, packet_ticks, last=number == len(paths) - 1)
+            audio_end = sound_start + len(sound) * packet_ticks
+            for packet in (*priming, *sound):
+                packet.stream = audio_out
+
+            timed = [(_time(packet, packet.dts) * video_base, packet) for packet in part.video]
+            timed += [(_time(packet, packet.dts) * audio_base, packet) for packet in (*priming, *sound)]
+            for _, packet in sorted(timed, key=lambda item: item[0]):
+                out.mux(packet)
+            spans.append((float(start * video_base), float(video_end * video_base)))
     return spans
 
 
 # -- the whole job, in whichever process runs it ----------------------------------------------------
+
+
+def _partial(output: Path) -> Path:
+    """Where ``output`` is written until it is complete (hidden, and removed if the work fails)."""
+    return output.with_name(f".{output.name}.partial")
 
 
 def _usage() -> tuple[float, int]:
@@ -650,7 +911,7 @@ def stitch_in_this_process(request: StitchRequest) -> StitchResult:
             raise StitchFailed(f"narration {segment.narration.name} is missing")
     output = request.output
     output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(f".{output.name}.partial")
+    partial = _partial(output)
     srt_path = output.with_suffix(".srt")
     plan = _plan(request, clips)
     copied = _can_copy(request, clips)
@@ -659,7 +920,11 @@ def stitch_in_this_process(request: StitchRequest) -> StitchResult:
     cues = plan.cues
     try:
         if copied:
-            spans = _copy(clips, partial)
+            try:
+                spans = _remux([clip.path for clip in clips], partial)
+            except (StitchFailed, av.FFmpegError):
+                spans, copied = [], False
+        if copied:
             cues = [
                 Cue(span[0], span[1], _clean_caption(segment.text))
                 for span, segment in zip(spans, request.segments, strict=True)
@@ -702,12 +967,117 @@ def stitch_in_this_process(request: StitchRequest) -> StitchResult:
     )
 
 
-def _child(request: StitchRequest, conn: multiprocessing.connection.Connection) -> None:
+def piece_in_this_process(request: PieceRequest) -> PieceResult:
+    """One piece, blocking. ``encode_piece`` runs this in a child process; call it directly only there."""
+    cpu_before, _ = _usage()
+    segment = request.segment
+    clip = _probe(segment.clip)
+    if segment.narration is not None and not segment.narration.is_file():
+        raise StitchFailed(f"narration {segment.narration.name} is missing")
+    count = max(1, round(clip.duration * request.fps))
+    width, height = frame_size(request.aspect, request.long_side)
+    options = _x264_options(request.preset, request.video_bitrate, request.fps, fixed_gop=True)
+    output = request.output
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = _partial(output)
+    try:
+        with av.open(str(partial), "w", format="mp4") as out:
+            streams = _add_streams(out, width, height, request.fps, options)
+            _mux_segment(out, streams, segment, count, 0, request.fps, request.captions)
+            for stream in streams:
+                out.mux(stream.encode(None))
+        os.replace(partial, output)
+    except av.FFmpegError as exc:
+        raise StitchFailed(f"FFmpeg failed on {segment.clip.name}: {exc}") from exc
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+    cpu_after, peak = _usage()
+    return PieceResult(
+        path=output,
+        duration=count / request.fps,
+        size=output.stat().st_size,
+        text=_clean_caption(segment.text),
+        cpu_seconds=cpu_after - cpu_before,
+        peak_rss_bytes=peak,
+    )
+
+
+def join_in_this_process(request: JoinRequest) -> StitchResult:
+    """The join, blocking. ``join_pieces`` runs this in a child process; call it directly only there."""
+    cpu_before, _ = _usage()
+    paths = [piece.path if isinstance(piece, PieceResult) else piece for piece in request.pieces]
+    output = request.output
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = _partial(output)
+    srt_path = output.with_suffix(".srt")
+    try:
+        spans = _remux(paths, partial)
+        size = partial.stat().st_size
+        if size > request.byte_budget:
+            raise StitchFailed(f"joined pieces are {size} bytes, over the {request.byte_budget}-byte limit")
+        os.replace(partial, output)
+        cues = [
+            Cue(start, end, text)
+            for (start, end), text in zip(spans, map(_clean_caption, request.texts), strict=True)
+            if text
+        ]
+        srt_path.write_text(srt_text(cues), encoding="utf-8")
+    except (av.FFmpegError, OSError) as exc:
+        raise StitchFailed(f"joining the pieces failed: {exc}") from exc
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+    cpu_after, peak = _usage()
+    return StitchResult(
+        video=output,
+        srt=srt_path,
+        duration=spans[-1][1],
+        size=size,
+        stream_copied=True,
+        cues=tuple(cues),
+        cpu_seconds=cpu_after - cpu_before,
+        peak_rss_bytes=peak,
+    )
+
+
+# -- a clip's first picture -------------------------------------------------------------------------
+
+
+def first_frame_jpeg(clip: Path, max_side: int = 320) -> bytes:
+    """The clip's first picture as a small JPEG (a contact sheet's tile), upright, longest side ``max_side``.
+
+    Blocking but quick: only the first picture is decoded.
+    """
+    try:
+        with av.open(str(clip)) as container:
+            if not container.streams.video:
+                raise StitchFailed(f"{clip.name} has no video stream")
+            stream = container.streams.video[0]
+            frame = next(container.decode(stream), None)
+            if frame is None:
+                raise StitchFailed(f"{clip.name} has no pictures")
+            image = Image.fromarray(frame.to_ndarray(format="rgb24"))
+            rotation = frame.rotation
+    except (av.FFmpegError, OSError) as exc:
+        raise StitchFailed(f"cannot read {clip.name}: {exc}") from exc
+    if rotation:
+        image = image.rotate(rotation, expand=True)
+    image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=82)
+    return buffer.getvalue()
+
+
+# -- child processes --------------------------------------------------------------------------------
+
+
+def _child(work: Callable[[Any], object], request: object, conn: multiprocessing.connection.Connection) -> None:
     exit_with_parent()
     with contextlib.suppress(OSError):
         os.nice(5)
     try:
-        result: tuple[str, Any] = ("ok", stitch_in_this_process(request))
+        result: tuple[str, Any] = ("ok", work(request))
     except UserInputError as exc:
         result = ("input", exc.user_message)
     except StitchFailed as exc:
@@ -720,6 +1090,31 @@ def _child(request: StitchRequest, conn: multiprocessing.connection.Connection) 
 
 _live: set[BaseProcess] = set()
 _live_lock = threading.Lock()
+
+_max_concurrent = 2
+_slots: dict[asyncio.AbstractEventLoop, tuple[int, asyncio.Semaphore]] = {}
+
+
+def configure_stitching(max_concurrent: int) -> None:
+    """How many stitch children (stitches, pieces, joins) may run at once; each encodes with several
+    threads, so more than the machine's cores only makes all of them slower. Call it at startup."""
+    global _max_concurrent
+    if max_concurrent < 1:
+        raise ValueError("at least one stitch must be able to run")
+    _max_concurrent = max_concurrent
+
+
+def _slot() -> asyncio.Semaphore:
+    """The running loop's semaphore (an asyncio primitive belongs to one loop), made on first use."""
+    loop = asyncio.get_running_loop()
+    with _live_lock:
+        for closed in [other for other in _slots if other.is_closed()]:
+            del _slots[closed]
+        limit, semaphore = _slots.get(loop, (0, None))
+        if semaphore is None or limit != _max_concurrent:
+            semaphore = asyncio.Semaphore(_max_concurrent)
+            _slots[loop] = (_max_concurrent, semaphore)
+        return semaphore
 
 
 def _context() -> Any:
@@ -741,55 +1136,84 @@ def _settle(ready: asyncio.Future[None]) -> None:
         ready.set_result(None)
 
 
-async def stitch(request: StitchRequest) -> StitchResult:
-    """Stitch in a child process; the event loop only waits on a pipe.
+async def _in_child(work: Callable[[Any], object], request: object, output: Path, name: str) -> object:
+    """Run ``work(request)`` in a child process once a slot is free; the event loop only waits on a pipe.
 
-    Cancelling the awaiting task kills the child at once and leaves no partial output behind.
+    Cancelling the awaiting task kills the child at once and removes ``output``'s partial file.
     """
-    context = _context()
-    receiver, sender = context.Pipe(duplex=False)
-    process: BaseProcess = context.Process(target=_child, args=(request, sender), name="reelwright-stitch", daemon=True)
-    loop = asyncio.get_running_loop()
-    ready: asyncio.Future[None] = loop.create_future()
-    try:
-        with _live_lock:
-            _live.add(process)
-        await asyncio.to_thread(process.start)
-        sender.close()
-        loop.add_reader(receiver.fileno(), _settle, ready)
+    async with _slot():
+        context = _context()
+        receiver, sender = context.Pipe(duplex=False)
+        process: BaseProcess = context.Process(target=_child, args=(work, request, sender), name=name, daemon=True)
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
         try:
-            await ready
+            with _live_lock:
+                _live.add(process)
+            await asyncio.to_thread(process.start)
+            sender.close()
+            loop.add_reader(receiver.fileno(), _settle, ready)
+            try:
+                await ready
+            finally:
+                loop.remove_reader(receiver.fileno())
+            try:
+                kind, payload = receiver.recv()
+            except EOFError:
+                process.join(timeout=5)
+                raise StitchFailed(f"the {name} process ended with code {process.exitcode}") from None
+        except BaseException:
+            await asyncio.shield(asyncio.to_thread(_end, process))
+            with contextlib.suppress(FileNotFoundError):
+                _partial(output).unlink()
+            raise
         finally:
-            loop.remove_reader(receiver.fileno())
-        try:
-            kind, payload = receiver.recv()
-        except EOFError:
-            process.join(timeout=5)
-            raise StitchFailed(f"the stitch process ended with code {process.exitcode}") from None
-    except BaseException:
-        await asyncio.shield(asyncio.to_thread(_end, process))
-        with contextlib.suppress(FileNotFoundError):
-            request.output.with_name(f".{request.output.name}.partial").unlink()
-        raise
-    finally:
-        receiver.close()
-    await asyncio.to_thread(_end, process)
+            receiver.close()
+        await asyncio.to_thread(_end, process)
     if kind == "input":
         raise UserInputError(payload)
     if kind == "failed":
         raise StitchFailed(payload)
-    assert isinstance(payload, StitchResult)
     return payload
 
 
+async def stitch(request: StitchRequest) -> StitchResult:
+    """Stitch the whole short in a child process (at most ``configure_stitching``'s number at once).
+
+    Cancelling the awaiting task kills the child at once and leaves no partial output behind.
+    """
+    result = await _in_child(stitch_in_this_process, request, request.output, "reelwright-stitch")
+    assert isinstance(result, StitchResult)
+    return result
+
+
+async def encode_piece(request: PieceRequest) -> PieceResult:
+    """Encode one segment into its own MP4 in a child process, like ``stitch`` (killed on cancel)."""
+    result = await _in_child(piece_in_this_process, request, request.output, "reelwright-piece")
+    assert isinstance(result, PieceResult)
+    return result
+
+
+async def join_pieces(request: JoinRequest) -> StitchResult:
+    """Join encoded pieces by stream copy into the short and its SRT, in a child process.
+
+    Raises ``StitchFailed`` when the pieces cannot be joined (they differ, or one is unreadable) or the
+    result is over ``byte_budget``: the caller then stitches the whole short with ``stitch``.
+    """
+    result = await _in_child(join_in_this_process, request, request.output, "reelwright-join")
+    assert isinstance(result, StitchResult)
+    return result
+
+
 def stitch_pids() -> list[int]:
-    """Process ids of the stitches running now (for tests and the health page)."""
+    """Process ids of the stitch children (stitches, pieces, joins) running now (tests, health page)."""
     with _live_lock:
         return [process.pid for process in _live if process.pid is not None]
 
 
 def shutdown_stitches(timeout: float = 5.0) -> None:
-    """Kill every running stitch: on shutdown a half-made short is redone after restart, not waited for."""
+    """Kill every running stitch, piece and join: on shutdown a half-made short is redone after restart,
+    not waited for."""
     with _live_lock:
         running = list(_live)
     deadline = time.monotonic() + timeout

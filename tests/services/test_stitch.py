@@ -3,24 +3,35 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
 import numpy as np
 import pytest
+from PIL import Image
 
-from bot.sandbox.media import tiny_mp4
+from bot.sandbox.media import CLIP_SIZES, tiny_mp4
 from connectors.errors import UserInputError
 from services.stitch import (
     AUDIO_BITRATE,
     DUCK_GAIN,
+    JoinRequest,
+    PieceRequest,
     Segment,
     StitchFailed,
     StitchRequest,
     StitchResult,
+    configure_stitching,
+    encode_piece,
+    first_frame_jpeg,
     frame_size,
+    join_in_this_process,
+    join_pieces,
+    piece_in_this_process,
     stitch,
     stitch_in_this_process,
     stitch_pids,
@@ -250,6 +261,16 @@ async def test_clips_that_match_are_stream_copied(clips: list[Path], tmp_path: P
     assert boxes.index(b"moov") < boxes.index(b"mdat")
 
 
+async def test_stream_copied_clips_keep_their_sound_in_step_with_the_pictures(tmp_path: Path) -> None:
+    clip = tmp_path / "one.mp4"
+    clip.write_bytes(tiny_mp4(1.0, "9:16"))
+    result = await stitch(StitchRequest(tuple(Segment(clip) for _ in range(8)), tmp_path / "copy.mp4", **SMALL))
+    assert result.stream_copied and result.duration == 8.0
+    with av.open(str(result.video)) as container:
+        played = sum(frame.samples for frame in container.decode(audio=0)) / 24_000
+    assert abs(played - 8.0) <= 512 / 24_000 + 1024 / 24_000
+
+
 async def test_stream_copy_gives_way_to_an_encode_when_the_aspect_differs(clips: list[Path], tmp_path: Path) -> None:
     turned = await stitch(
         StitchRequest(_segments(clips), tmp_path / "turned.mp4", aspect="16:9", captions=False, **SMALL)
@@ -311,3 +332,240 @@ def test_the_stitch_runs_in_this_process_too(clips: list[Path], tmp_path: Path) 
     result = stitch_in_this_process(StitchRequest(_segments(clips), tmp_path / "here.mp4", **SMALL))
     assert isinstance(result, StitchResult) and result.encodes == 1 and result.cpu_seconds > 0
     assert result.peak_rss_bytes > 0
+
+
+# -- pieces and the join ----------------------------------------------------------------------------
+
+PIECE = {"aspect": "9:16", "video_bitrate": 400_000, "long_side": 256, "fps": 8}
+
+
+def _clip(folder: Path, seconds: float, aspect: str = "9:16") -> Path:
+    path = folder / f"clip-{seconds:g}-{aspect.replace(':', 'x')}.mp4"
+    path.write_bytes(tiny_mp4(seconds, aspect))
+    return path
+
+
+def _piece(folder: Path, seconds: float, name: str, *, text: str = "", **overrides: object) -> PieceRequest:
+    settings = {**PIECE, "captions": True, **overrides}
+    return PieceRequest(Segment(_clip(folder, seconds), text), folder / name, **settings)  # type: ignore[arg-type]
+
+
+def _decoded_sound(path: Path) -> np.ndarray:
+    """Every sample a player would play, one after the other (left channel)."""
+    with av.open(str(path)) as container:
+        return np.concatenate([frame.to_ndarray()[0] for frame in container.decode(audio=0)])
+
+
+def _video_frames(path: Path) -> int:
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+async def test_a_piece_has_exactly_its_frames_and_its_caption(tmp_path: Path) -> None:
+    captioned = await encode_piece(_piece(tmp_path, 3.0, "on.mp4", text="  A dragon   wakes up. "))
+    plain = await encode_piece(_piece(tmp_path, 3.0, "off.mp4", text="A dragon wakes up.", captions=False))
+
+    assert (
+        captioned.path == tmp_path / "on.mp4" and captioned.duration == 3.0 and captioned.text == "A dragon wakes up."
+    )
+    assert (
+        captioned.size == captioned.path.stat().st_size and captioned.cpu_seconds > 0 and captioned.peak_rss_bytes > 0
+    )
+    kinds, size, lengths = _probe(captioned.path)
+    assert kinds == ["video", "audio"] and size == frame_size("9:16", 256)
+    assert lengths == [3.0, 3.0]
+    assert _video_frames(captioned.path) == 3 * 8
+    height = size[1]
+    caption_rows = slice(round(height * 0.55), round(height * 0.80))
+    top_rows = slice(0, round(height * 0.25))
+    on, off = _frame_at(captioned.path, 1.0), _frame_at(plain.path, 1.0)
+    assert (on[caption_rows] > 200).sum() > 30 and np.abs(on[caption_rows] - off[caption_rows]).mean() > 2
+    assert np.abs(on[top_rows] - off[top_rows]).mean() < 1
+    assert _names(tmp_path) == ["clip-3-9x16.mp4", "off.mp4", "on.mp4"]
+
+
+def test_a_piece_holds_the_last_picture_when_the_frame_rate_asks_for_more(tmp_path: Path) -> None:
+    piece = piece_in_this_process(_piece(tmp_path, 2.25, "odd.mp4", fps=6))
+    assert piece.duration == 14 / 6 and _video_frames(piece.path) == 14
+    assert all(abs(length - 14 / 6) < 1e-3 for length in _probe(piece.path)[2])
+
+
+async def test_three_pieces_join_into_one_short_with_a_cue_per_piece(tmp_path: Path) -> None:
+    seconds, texts = (4.0, 6.0, 8.0), ("First part.", "", "Third  part.")
+    pieces = [
+        await encode_piece(_piece(tmp_path, length, f"piece{number}.mp4", text=text))
+        for number, (length, text) in enumerate(zip(seconds, texts, strict=True))
+    ]
+    request = JoinRequest((pieces[0], pieces[1].path, pieces[2]), texts, tmp_path / "out" / "short.mp4", 10_000_000)
+    result = await join_pieces(request)
+
+    assert result.video == tmp_path / "out" / "short.mp4" and result.stream_copied and result.encodes == 0
+    assert result.size == result.video.stat().st_size <= sum(piece.size for piece in pieces) + 8192
+    kinds, size, lengths = _probe(result.video)
+    assert kinds == ["video", "audio"] and size == frame_size("9:16", 256)
+    video_length, audio_length = lengths
+    assert abs(video_length - 18.0) <= 0.1 and abs(result.duration - 18.0) <= 0.1
+    assert abs(audio_length - video_length) <= 0.1
+    assert abs(_decoded_sound(result.video).size / 48_000 - video_length) <= 0.1
+    assert _video_frames(result.video) == 18 * 8
+    boxes = _box_order(result.video)
+    assert boxes.index(b"moov") < boxes.index(b"mdat")
+    cues = [(0.0, 4.0, "First part."), (10.0, 18.0, "Third part.")]
+    assert _srt_spans(result.srt.read_text(encoding="utf-8")) == cues
+    assert [(cue.start, cue.end, cue.text) for cue in result.cues] == cues
+    assert _names(tmp_path / "out") == ["short.mp4", "short.srt"]
+
+
+def _noise_wav(path: Path, seconds: float, seed: int) -> Path:
+    """Loud white noise: the narration ducks the clip's tone, and a stretch of it is found again exactly."""
+    rng = np.random.default_rng(seed)
+    noise = (rng.uniform(-0.3, 0.3, round(seconds * 48_000)) * 32767).astype(np.int16).reshape(1, -1)
+    with av.open(str(path), "w", format="wav") as out:
+        stream = out.add_stream("pcm_s16le", rate=48_000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(noise, format="s16", layout="mono")
+        frame.sample_rate = 48_000
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def test_the_sound_stays_in_step_with_the_pictures_over_eight_pieces(tmp_path: Path) -> None:
+    seconds = (4.0, 6.0, 8.0, 4.0, 6.0, 8.0, 4.0, 6.0)
+    pieces = []
+    for number, length in enumerate(seconds):
+        narration = _noise_wav(tmp_path / f"voice{number}.wav", length, number)
+        segment = Segment(_clip(tmp_path, length), "", narration)
+        pieces.append(
+            piece_in_this_process(PieceRequest(segment, tmp_path / f"p{number}.mp4", captions=False, **PIECE))
+        )  # type: ignore[arg-type]
+    result = join_in_this_process(JoinRequest(tuple(pieces), ("",) * 8, tmp_path / "short.mp4", 10_000_000))
+
+    played = _decoded_sound(result.video)
+    window, reach = 4_800, 4_800
+    start = 0.0
+    for piece in pieces:
+        own = _decoded_sound(piece.path)[12_000 : 12_000 + window]
+        expected = round(start * 48_000) + 12_000
+        around = played[expected - reach : expected + reach + window]
+        lag = int(np.argmax(np.correlate(around, own, mode="valid"))) - reach
+        assert abs(lag) <= 0.012 * 48_000, f"the piece at {start:g} s sounds {lag / 48:.1f} ms off its pictures"
+        start += piece.duration
+    assert abs(played.size / 48_000 - sum(seconds)) <= 0.012 + 1024 / 48_000
+    assert result.srt.read_text(encoding="utf-8") == ""
+
+
+async def test_pieces_made_with_different_settings_are_not_joined(tmp_path: Path) -> None:
+    first = await encode_piece(_piece(tmp_path, 2.0, "a.mp4"))
+    faster = await encode_piece(_piece(tmp_path, 2.0, "b.mp4", preset="ultrafast"))
+    wider = await encode_piece(_piece(tmp_path, 2.0, "c.mp4", aspect="16:9"))
+    output = tmp_path / "out" / "short.mp4"
+    with pytest.raises(StitchFailed, match=r"part 2 \(b\.mp4\).*SPS/PPS"):
+        await join_pieces(JoinRequest((first, faster), ("", ""), output, 10_000_000))
+    with pytest.raises(StitchFailed, match=r"part 2 \(c\.mp4\).*picture size"):
+        await join_pieces(JoinRequest((first, wider), ("", ""), output, 10_000_000))
+    with pytest.raises(StitchFailed, match=r"missing\.mp4"):
+        await join_pieces(JoinRequest((first, tmp_path / "missing.mp4"), ("", ""), output, 10_000_000))
+    assert _names(output.parent) == []
+
+
+async def test_a_join_over_the_budget_fails_and_leaves_nothing(tmp_path: Path) -> None:
+    pieces = tuple([await encode_piece(_piece(tmp_path, 2.0, f"p{number}.mp4", text="x")) for number in range(2)])
+    fits = await join_pieces(JoinRequest(pieces, ("a", "b"), tmp_path / "out" / "fits.mp4", 10_000_000))
+    with pytest.raises(StitchFailed, match="over the"):
+        await join_pieces(JoinRequest(pieces, ("a", "b"), tmp_path / "out" / "short.mp4", fits.size - 1))
+    assert _names(tmp_path / "out") == ["fits.mp4", "fits.srt"]
+    exact = await join_pieces(JoinRequest(pieces, ("a", "b"), tmp_path / "out" / "short.mp4", fits.size))
+    assert exact.size == fits.size
+
+
+async def test_cancelling_a_piece_kills_its_process_and_removes_the_partial_file(tmp_path: Path) -> None:
+    clip = _clip(tmp_path, 8.0)
+    request = PieceRequest(
+        Segment(clip, "a long caption"),
+        tmp_path / "big.mp4",
+        "9:16",
+        True,
+        4_000_000,
+        long_side=1920,
+        fps=30,
+        preset="slow",
+    )
+    task = asyncio.create_task(encode_piece(request))
+    while not stitch_pids():
+        assert not task.done()
+        await asyncio.sleep(0.01)
+    (pid,) = stitch_pids()
+    while not (tmp_path / ".big.mp4.partial").exists():
+        assert not task.done() and _alive(pid)
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not _alive(pid) and stitch_pids() == []
+    assert _names(tmp_path) == [clip.name]
+
+
+@pytest.fixture
+def one_at_a_time() -> Iterator[None]:
+    configure_stitching(1)
+    yield
+    configure_stitching(2)
+
+
+@pytest.mark.usefixtures("one_at_a_time")
+async def test_no_more_stitch_processes_run_at_once_than_configured(tmp_path: Path) -> None:
+    requests = [_piece(tmp_path, 8.0, f"p{number}.mp4", text="words", long_side=640, fps=24) for number in range(2)]
+    tasks = [asyncio.create_task(encode_piece(request)) for request in requests]
+    seen: set[int] = set()
+    while not all(task.done() for task in tasks):
+        running = stitch_pids()
+        assert len(running) <= 1
+        seen.update(running)
+        await asyncio.sleep(0.005)
+    assert len(seen) == 2 and all(task.result().duration == 8.0 for task in tasks)
+
+
+def test_configure_stitching_refuses_zero() -> None:
+    with pytest.raises(ValueError):
+        configure_stitching(0)
+
+
+def _jpeg(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    assert image.format == "JPEG"
+    image.load()
+    return image
+
+
+@pytest.mark.parametrize("aspect", ["9:16", "16:9"])
+def test_first_frame_jpeg_is_the_clips_first_picture_small_and_upright(tmp_path: Path, aspect: str) -> None:
+    clip = _clip(tmp_path, 1.0, aspect)
+    image = _jpeg(first_frame_jpeg(clip))
+    assert image.size == CLIP_SIZES[aspect]
+    assert np.abs(np.asarray(image.convert("RGB"))[2, 2].astype(int) - (40, 90, 160)).max() < 20
+    small = _jpeg(first_frame_jpeg(clip, max_side=64))
+    assert max(small.size) == 64 and (small.width < small.height) == (aspect == "9:16")
+
+
+def test_first_frame_jpeg_applies_the_clips_rotation(tmp_path: Path) -> None:
+    path = tmp_path / "turned.mp4"
+    with av.open(str(path), "w", format="mp4") as out:
+        video = out.add_stream("libx264", rate=4)
+        video.width, video.height, video.pix_fmt = 128, 64, "yuv420p"
+        video.set_display_rotation(90)
+        picture = np.zeros((64, 128, 3), dtype=np.uint8)
+        picture[:, :64] = 255
+        frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+        frame.pts = 0
+        out.mux(video.encode(frame))
+        out.mux(video.encode(None))
+    image = np.asarray(_jpeg(first_frame_jpeg(path)).convert("L"))
+    assert image.shape == (128, 64)
+    assert image[96:, :].mean() > 200 and image[:32, :].mean() < 50
+
+
+def test_first_frame_jpeg_of_an_unreadable_clip_fails(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"<html>not a video</html>")
+    with pytest.raises(StitchFailed, match=r"broken\.mp4"):
+        first_frame_jpeg(broken)
