@@ -263,6 +263,10 @@ class JobService:
             clips = list(rows)
         return sorted(clips, key=_segment_of)
 
+    async def clip_paths(self, short_id: str) -> list[Path]:
+        """The made clips of a short, in segment order."""
+        return [Path(clip.result_path) for clip in await self.clips_of(short_id) if clip.result_path]
+
     async def run_clip(self, clip_id: str, on_late: LateSink) -> JobOutcome:
         """Make (or resume) one of a short's clips in this process; its short holds the work."""
 

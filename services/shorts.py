@@ -38,7 +38,20 @@ from services.config import ServiceConfig, service_config
 from services.metering import Meter, current_meter
 from services.narration import clean_voice, narrate
 from services.prompts import clean_prompt
-from services.stitch import Segment, StitchRequest, stitch, video_bitrate
+from services.stitch import (
+    JoinRequest,
+    PieceRequest,
+    PieceResult,
+    Segment,
+    StitchFailed,
+    StitchRequest,
+    StitchResult,
+    encode_piece,
+    first_frame_jpeg,
+    join_pieces,
+    stitch,
+    video_bitrate,
+)
 from services.story import Story, StoryRequest, generate_story_segments
 from services.structured import generate_structured
 from services.thumbnail import ThumbnailRequest, generate_thumbnail_image
@@ -60,6 +73,8 @@ CLIP_TRIES = 2
 #: Seconds of the longest clip a story segment asks for: what an estimate must assume per segment.
 MAX_CLIP_SECONDS = 8
 NO_VOICE = "none"
+#: The first frames on the contact sheet: 320 x 568 for a vertical clip.
+FRAME_LONG_SIDE = 568
 T = TypeVar("T")
 
 
@@ -130,6 +145,8 @@ class ShortProgress(BaseModel):
     done: int = 0
     total: int = 0
     story: Story | None = None
+    #: At ``stitching``: each clip's first frame (a JPEG's path; None where it could not be read).
+    frames: list[str | None] = Field(default_factory=list)
 
 
 class ShortFailed(ReelwrightError):
@@ -204,7 +221,6 @@ class ShortPipeline:
         await tell(ShortProgress(stage="story", total=len(story.segments), story=story))
         clip_ids = await self.jobs.clip_jobs(job, payload, story)
         total = len(clip_ids)
-        finished = 0
         late_told = False
 
         async def clip_late(elapsed: float) -> None:
@@ -213,71 +229,161 @@ class ShortPipeline:
                 late_told = True
                 await on_late(elapsed)
 
-        async def one_clip(index: int) -> Path:
-            nonlocal finished
-            path = await self._clip(clip_ids[index], index + 1, clip_late)
-            finished += 1
-            await tell(ShortProgress(stage="clips", done=finished, total=total))
-            return path
+        narrations = [
+            asyncio.ensure_future(self._narration(job, work, seg.number, seg.narration, payload.voice))
+            for seg in story.segments
+        ]
+        config = service_config()
+        bitrate = video_bitrate(payload.byte_budget, sum(seg.duration_seconds for seg in story.segments), pieces=total)
+        clips: list[Path | None] = [None] * total
+        made = 0
+        clips_in_told = False
+
+        async def segment(index: int) -> PieceResult:
+            """The segment's clip, then (with its narration) its encoded piece: as soon as both exist."""
+            nonlocal made
+            clip = await self._clip(clip_ids[index], index + 1, clip_late)
+            clips[index] = clip
+            made += 1
+            await tell(ShortProgress(stage="clips", done=made, total=total))
+            try:
+                narration = await narrations[index]
+            except ReelwrightError as exc:
+                raise ShortFailed(
+                    str(exc), user_message=f"segment {index + 1}'s narration: {exc.user_message}"
+                ) from exc
+            nonlocal clips_in_told
+            if made == total and not clips_in_told:
+                clips_in_told = True
+                frames = await self._frames(work, clips)
+                await tell(ShortProgress(stage="stitching", done=total, total=total, story=story, frames=frames))
+            return await self._piece(
+                work, index + 1, clip, story.segments[index].narration, narration, payload, bitrate
+            )
 
         await tell(ShortProgress(stage="clips", done=0, total=total))
-        voice = payload.voice
-        results = await asyncio.gather(
-            asyncio.gather(*(one_clip(i) for i in range(total)), return_exceptions=True),
-            asyncio.gather(
-                *(self._narration(job, work, n, seg.narration, voice) for n, seg in enumerate(story.segments, 1)),
-                return_exceptions=True,
-            ),
+        try:
+            results = await asyncio.gather(*(segment(i) for i in range(total)), return_exceptions=True)
+        finally:
+            for task in narrations:
+                task.cancel()
+            await asyncio.gather(*narrations, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result  # cancelled: the short resumes after a restart
+        errors = [result for result in results if isinstance(result, Exception)]
+        if errors:
+            raise ShortFailed("short pipeline failed", user_message=self._failure_message(job, errors))
+        pieces = [result for result in results if isinstance(result, PieceResult)]
+        thumbnail, copy_text = await asyncio.gather(
             self._optional(self._thumbnail(job, payload, work, story), "thumbnail"),
             self._optional(self._copy(job, work, story), "copy"),
         )
-        clip_results, narration_results, thumbnail, copy_text = results
-        failures = [r for r in (*clip_results, *narration_results) if isinstance(r, BaseException)]
-        for failure in failures:
-            if not isinstance(failure, Exception):
-                raise failure  # cancelled: the short resumes after restart
-        if failures:
-            clip_errors = [r for r in clip_results if isinstance(r, BaseException)]
-            narration_errors = [r for r in narration_results if isinstance(r, BaseException)]
-            raise ShortFailed(
-                "short pipeline failed",
-                user_message=self._failure_message(job, clip_errors, narration_errors),
-            )
-        clips = [r for r in clip_results if isinstance(r, Path)]
-        narrations = [r for r in narration_results if not isinstance(r, BaseException)]
-        await tell(ShortProgress(stage="stitching", done=total, total=total))
-        result = await stitch(
-            StitchRequest(
-                segments=tuple(
-                    Segment(clip, seg.narration, narration)
-                    for clip, seg, narration in zip(clips, story.segments, narrations, strict=True)
-                ),
-                output=work / "short.mp4",
-                aspect=payload.aspect,
-                captions=payload.captions,
-                byte_budget=payload.byte_budget,
-                long_side=service_config().short_long_side,
-            )
-        )
+        joined = await self._join(work, pieces, story, payload, config.short_long_side)
         notes = [note for note in (story.note,) if note]
-        thumb_path, thumb_mime = thumbnail if isinstance(thumbnail, tuple) else (None, None)
         if thumbnail is None:
             notes.append("The thumbnail could not be made this time; /thumbnail makes one.")
         manifest = ShortManifest(
             story=story,
-            video=str(result.video),
-            srt=str(result.srt),
-            duration=result.duration,
-            size=result.size,
-            thumbnail=thumb_path,
-            thumbnail_mime=thumb_mime,
-            copy_text=copy_text if isinstance(copy_text, str) else None,
-            frames=[],
+            video=str(joined.video),
+            srt=str(joined.srt),
+            duration=joined.duration,
+            size=joined.size,
+            thumbnail=thumbnail[0] if thumbnail else None,
+            thumbnail_mime=thumbnail[1] if thumbnail else None,
+            copy_text=copy_text,
+            frames=[str(path) if path else None for path in self._frame_paths(work, total)],
             notes=notes,
         )
         manifest_path = work / "short.json"
         await asyncio.to_thread(_write_text, manifest_path, manifest.model_dump_json(indent=1))
         await self.jobs.finish_short(job.id, manifest_path)
+
+    # -- the stitch -----------------------------------------------------------------------------------
+
+    async def _piece(
+        self,
+        work: Path,
+        number: int,
+        clip: Path,
+        text: str,
+        narration: Path | None,
+        payload: ShortPayload,
+        bitrate: int,
+    ) -> PieceResult:
+        """One segment encoded on its own (captions burned, narration mixed) while other clips render."""
+        try:
+            return await encode_piece(
+                PieceRequest(
+                    segment=Segment(clip, text, narration),
+                    output=work / f"piece-{number}.mp4",
+                    aspect=payload.aspect,
+                    captions=payload.captions,
+                    video_bitrate=bitrate,
+                    long_side=service_config().short_long_side,
+                )
+            )
+        except StitchFailed as exc:
+            raise ShortFailed(str(exc), user_message=f"segment {number}: its clip could not be prepared") from exc
+
+    async def _join(
+        self, work: Path, pieces: list[PieceResult], story: Story, payload: ShortPayload, long_side: int
+    ) -> StitchResult:
+        """The pieces joined by stream copy; if that cannot be done within the upload limit, the whole
+        short encoded at once from the clips (slower, same result)."""
+        texts = tuple(piece.text for piece in pieces)
+        try:
+            return await join_pieces(
+                JoinRequest(
+                    pieces=tuple(pieces), texts=texts, output=work / "short.mp4", byte_budget=payload.byte_budget
+                )
+            )
+        except StitchFailed as exc:
+            log.warning("joining the pieces of %s failed (%s); stitching the whole short", work.name, exc)
+        clip_paths = await self.jobs.clip_paths(work.name)
+        narrations = [work / f"narration-{seg.number}.wav" for seg in story.segments]
+        try:
+            return await stitch(
+                StitchRequest(
+                    segments=tuple(
+                        Segment(clip, seg.narration, narration if narration.is_file() else None)
+                        for clip, seg, narration in zip(clip_paths, story.segments, narrations, strict=True)
+                    ),
+                    output=work / "short.mp4",
+                    aspect=payload.aspect,
+                    captions=payload.captions,
+                    byte_budget=payload.byte_budget,
+                    long_side=long_side,
+                )
+            )
+        except StitchFailed as exc:
+            raise ShortFailed(
+                str(exc),
+                user_message=f"Putting the clips together failed. /jobs retry {work.name[:8]} tries again without "
+                "paying for the clips again.",
+            ) from exc
+
+    @staticmethod
+    def _frame_paths(work: Path, total: int) -> list[Path | None]:
+        paths = [work / f"frame-{number}.jpg" for number in range(1, total + 1)]
+        return [path if path.is_file() else None for path in paths]
+
+    async def _frames(self, work: Path, clips: list[Path | None]) -> list[str | None]:
+        """Each clip's first frame, for the sheet creators look at before they read."""
+
+        def extract() -> list[str | None]:
+            found: list[str | None] = []
+            for number, clip in enumerate(clips, 1):
+                path = work / f"frame-{number}.jpg"
+                try:
+                    if clip is not None and not path.is_file():
+                        _write_bytes(path, first_frame_jpeg(clip, max_side=FRAME_LONG_SIDE))
+                except StitchFailed as exc:
+                    log.warning("no first frame of clip %d: %s", number, exc)
+                found.append(str(path) if path.is_file() else None)
+            return found
+
+        return await asyncio.to_thread(extract)
 
     # -- the steps ----------------------------------------------------------------------------------
 
@@ -376,19 +482,10 @@ class ShortPipeline:
             log.warning("the short's %s failed: %s", what, exc)
             return None
 
-    def _failure_message(
-        self, job: JobRecord, clip_errors: list[BaseException], narration_errors: list[BaseException]
-    ) -> str:
-        parts = []
-        for error in clip_errors:
-            parts.append(error.user_message if isinstance(error, ReelwrightError) else "a clip failed")
-        if narration_errors:
-            first = narration_errors[0]
-            parts.append(
-                "the narration failed: "
-                + (first.user_message if isinstance(first, ReelwrightError) else "an unexpected error")
-            )
-        what = "; ".join(parts)
+    def _failure_message(self, job: JobRecord, errors: list[Exception]) -> str:
+        what = "; ".join(
+            error.user_message if isinstance(error, ReelwrightError) else "an unexpected error" for error in errors
+        )
         return (
             f"This short could not be finished ({what}). Everything already made is kept: "
             f"/jobs retry {job.id[:8]} makes only what is missing."

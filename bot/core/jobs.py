@@ -20,12 +20,14 @@ from typing import Any, Literal
 from bot.core.context import CommandContext
 from bot.core.rendering import money_text, short_progress_text, story_blocks, video_progress_text
 from bot.core.replies import Media, Reply
+from bot.core.storyboard import STORYBOARD_MIME, frames_sheet_or_none
 from connectors.errors import QuotaError, UserInputError
 from services.config import service_config
 from services.jobs import JobAddress, JobLate, JobOutcome, JobService, JobView, RetryRefused, as_utc
 from services.queue import JobExecutor, JobQueue
 from services.shorts import SHORT_KIND, ShortManifest, ShortProgress
 from services.store.models import JobRecord, JobState
+from services.story import Story
 from services.video import VideoProgress, duration_text
 
 log = logging.getLogger(__name__)
@@ -43,23 +45,26 @@ WAIT_CHECK_SECONDS = 30.0
 #: Posts a reply to a chat known by platform and id (``ChatSenders.post``).
 PostToChat = Callable[[str, str, Reply], Awaitable[None]]
 SHORT_FILENAME = "short.mp4"
+FRAMES_SHEET_FILENAME = "clips.jpg"
 
 
-async def outcome_reply(outcome: JobOutcome) -> Reply:
-    """The chat reply for a finished job: its media read from MEDIA_DIR, or its error."""
+async def outcome_reply(outcome: JobOutcome, *, sheet_shown: bool = False) -> Reply:
+    """The chat reply for a finished job: its media read from MEDIA_DIR, or its error.
+    ``sheet_shown``: a short's first-frames sheet was already posted while it was being made."""
     if not outcome.ok or outcome.media_path is None:
         return Reply.error(outcome.error or "The job failed.")
     if outcome.kind == SHORT_KIND:
-        return await short_reply(outcome.media_path)
+        return await short_reply(outcome.media_path, with_sheet=not sheet_shown)
     data = await asyncio.to_thread(outcome.media_path.read_bytes)
     kind: Literal["video", "image"] = "video" if outcome.kind == "video" else "image"
     media = Media(kind, data, outcome.media_path.name, outcome.caption, outcome.mime_type or "application/octet-stream")
     return Reply(blocks=[outcome.caption], media=[media])
 
 
-async def short_reply(manifest_path: Path) -> Reply:
-    """A finished short as creators post it: the MP4 first, then the thumbnail, the copy to paste
-    and the captions as an .srt file."""
+async def short_reply(manifest_path: Path, *, with_sheet: bool = True) -> Reply:
+    """A finished short as creators post it: the MP4 first, then the thumbnail, the sheet of each
+    clip's first frame beside its narration (``with_sheet``), the copy to paste and the captions as
+    an .srt file."""
     text = await asyncio.to_thread(manifest_path.read_text, encoding="utf-8")
     manifest = ShortManifest.model_validate_json(text)
     story = manifest.story
@@ -75,6 +80,10 @@ async def short_reply(manifest_path: Path) -> Reply:
                 manifest.thumbnail_mime or "image/png",
             )
         )
+    if with_sheet:
+        sheet = await frames_sheet_media(story, manifest.frames)
+        if sheet is not None:
+            media.append(sheet)
     media.append(
         Media("document", await _read(manifest.srt), "short.srt", "💬 Captions (.srt)", "application/x-subrip")
     )
@@ -87,6 +96,25 @@ async def short_reply(manifest_path: Path) -> Reply:
 
 async def _read(path: str) -> bytes:
     return await asyncio.to_thread(Path(path).read_bytes)
+
+
+def _read_frames(paths: list[str | None]) -> list[bytes | None]:
+    frames: list[bytes | None] = []
+    for path in paths:
+        try:
+            frames.append(Path(path).read_bytes() if path else None)
+        except OSError:
+            frames.append(None)
+    return frames
+
+
+async def frames_sheet_media(story: Story, frame_paths: list[str | None]) -> Media | None:
+    """The sheet of each clip's first frame beside its narration; None when it cannot be drawn."""
+    frames = await asyncio.to_thread(_read_frames, frame_paths)
+    sheet = await frames_sheet_or_none(story, frames)
+    if sheet is None:
+        return None
+    return Media("image", sheet, FRAMES_SHEET_FILENAME, "🎞️ Your clips, first frame by first frame", STORYBOARD_MIME)
 
 
 def late_reply(job_id: str, elapsed_seconds: float, kind: str = "video") -> Reply:
@@ -167,7 +195,7 @@ class JobCommands:
             return late_reply(job_id, outcome.elapsed_seconds, outcome.kind)
         if outcome.kind == SHORT_KIND and outcome.ok:
             await ctx.progress("📤 Uploading your short…", force=True)
-        reply = await outcome_reply(outcome)
+        reply = await outcome_reply(outcome, sheet_shown=True)
 
         async def delivered() -> None:
             await self.jobs.mark_delivered(job_id)
@@ -177,12 +205,17 @@ class JobCommands:
 
     async def _short_progress(self, update: ShortProgress, ctx: CommandContext) -> None:
         await ctx.progress(short_progress_text(update), force=update.stage != "clips" or update.done == update.total)
+        post: Reply | None = None
         if update.stage == "story" and update.story is not None:
-            story = Reply(blocks=story_blocks(update.story, heading="🗂️"), result=update.story)
+            post = Reply(blocks=story_blocks(update.story, heading="🗂️"), result=update.story)
+        elif update.stage == "stitching" and update.story is not None and update.frames:
+            sheet = await frames_sheet_media(update.story, update.frames)
+            post = Reply(blocks=[], media=[sheet]) if sheet is not None else None
+        if post is not None:
             try:
-                await self.post(ctx.chat.platform, ctx.chat.id, story)
+                await self.post(ctx.chat.platform, ctx.chat.id, post)
             except Exception:
-                log.warning("could not post the short's story", exc_info=True)
+                log.warning("could not post the short's %s", update.stage, exc_info=True)
 
     async def retry(self, ctx: CommandContext, job_ref: str) -> Reply:
         """A failed short made whole: only its missing clips are paid for, after their reservation."""

@@ -130,8 +130,13 @@ async def test_one_idea_becomes_a_finished_captioned_short(make_runtime: Runtime
     )
     [parent] = await rows("short")
     assert parent.state == "delivered"
-    [(chat, story_post)] = sender.sent
+    [(chat, story_post), (_, sheet_post)] = sender.sent
     assert chat.id == "-100" and isinstance(story_post.result, Story), "the story is shown while the clips render"
+    [sheet] = sheet_post.media
+    assert sheet.filename == "clips.jpg" and sheet.data.startswith(b"\xff\xd8"), "then each clip's first frame"
+    assert "clips.jpg" not in [media.filename for media in reply.media], "the sheet is not posted twice"
+    resent = await runtime.core.handle(jobs_command(f"resend {parent.id[:8]}"), RecordingResponder())
+    assert [media.filename for media in resent.media] == ["short.mp4", "thumbnail.png", "clips.jpg", "short.srt"]
     await runtime.ledger.flush()
     assert set(await usage_commands()) == {"short"}
     assert await held(runtime) == 0, "the short's reservation is settled"
