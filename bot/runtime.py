@@ -51,7 +51,7 @@ from services.metrics import install_upstream_observer
 from services.pricing import PriceTable, PriceTableError
 from services.queue import JobExecutor, JobQueue, JobSweeper
 from services.schedules import ScheduleService, TrendScheduler
-from services.stitch import shutdown_stitches
+from services.stitch import configure_stitching, shutdown_stitches
 from services.store.migrate import migrate_to_head
 from services.store.models import utcnow
 from services.trends import configure_trends_cache
@@ -251,6 +251,7 @@ async def _build(settings: Settings, role: str, console: bool, prices: PriceTabl
     stack.callback(configure_trends_cache, 0)
     # Started on the first storyboard; stopped here so that no worker process outlives the bot.
     stack.callback(shutdown_storyboard_workers)
+    configure_stitching(settings.stitch_max_concurrent)
     # A short being stitched at shutdown is stitched again after the restart, not waited for.
     stack.callback(shutdown_stitches)
     return Runtime(
