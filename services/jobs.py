@@ -44,6 +44,7 @@ from services.shorts import (
     ShortPipeline,
     ShortProgress,
     remove_short_files,
+    short_dir,
 )
 from services.store.models import UNFINISHED_STATES, JobRecord, JobState, utcnow
 from services.story import Story
@@ -222,7 +223,14 @@ class JobService:
         """The parent row of a short; its reservation (in ``payload``) is the job's from now on."""
         async with self._releasing_on_error(payload.reservation):
             job_id = uuid.uuid4().hex
-            await self._insert(job_id, SHORT_KIND, address, payload.model_copy(update={"chat_key": address.chat_key}))
+            await asyncio.to_thread(short_dir(self.media_dir, job_id).mkdir, parents=True, exist_ok=True)
+            await self._insert(
+                job_id,
+                SHORT_KIND,
+                address,
+                payload.model_copy(update={"chat_key": address.chat_key}),
+                input_path=str(short_dir(self.media_dir, job_id)),
+            )
             return job_id
 
     async def clip_jobs(self, short: JobRecord, payload: ShortPayload, story: Story) -> list[str]:
@@ -353,7 +361,11 @@ class JobService:
                 await self.budgets.release(reservation)
             raise
 
-    async def _insert(self, job_id: str, kind: str, address: JobAddress, payload: BaseModel) -> None:
+    async def _insert(
+        self, job_id: str, kind: str, address: JobAddress, payload: BaseModel, *, input_path: str | None = None
+    ) -> None:
+        """The job's row; ``input_path`` is what the media purge removes with its result (an uploaded
+        image, a short's working folder)."""
         async with sessions().begin() as session:
             session.add(
                 JobRecord(
@@ -364,7 +376,7 @@ class JobService:
                     platform=address.platform,
                     chat_id=address.chat_id,
                     payload=payload.model_dump_json(),
-                    input_path=getattr(payload, "image_path", None),
+                    input_path=input_path or getattr(payload, "image_path", None),
                     lease_owner=self.owner,
                     lease_expires_at=utcnow() + self.lease,
                 )
@@ -711,6 +723,10 @@ class JobService:
             raise UserInputError(f"Job {job.id[:8]} is a {job.kind}; /jobs retry finishes a short that failed.")
         if job.state != JobState.FAILED:
             raise UserInputError(f"Job {job.id[:8]} is {job.state}; only a failed short can be retried.")
+        if not await asyncio.to_thread(short_dir(self.media_dir, job.id).is_dir):
+            raise UserInputError(
+                f"Short {job.id[:8]}'s files have been cleaned up after the retention period; please ask again."
+            )
         payload = ShortPayload.model_validate_json(job.payload)
         clips = await self.clips_of(job.id)
         missing_seconds = sum(
@@ -813,6 +829,7 @@ class JobService:
         for job_id, result_path, input_path in rows:
             if await asyncio.to_thread(remove_short_files, self.media_dir, job_id):
                 removed += 1
+                input_path = None  # the short's working folder, just removed
             paths = {self.media_dir / "inputs" / f"{job_id}.img"}
             paths.update(Path(str(p)) for p in (result_path, input_path) if p is not None)
             for path in paths:

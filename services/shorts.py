@@ -246,6 +246,8 @@ class ShortPipeline:
             clips[index] = clip
             made += 1
             await tell(ShortProgress(stage="clips", done=made, total=total))
+            if made == total and not narrations[index].done():
+                await tell(ShortProgress(stage="narrating", done=total, total=total))
             try:
                 narration = await narrations[index]
             except ReelwrightError as exc:

@@ -3,8 +3,10 @@ the fakes' real clips: one idea in, one finished short out, every clip paid once
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -20,7 +22,7 @@ from services.store.models import JobRecord, UsageRecord
 from services.story import Story
 from tests.bot.helpers import RecordingResponder
 from tests.conftest import RuntimeFactory
-from tests.fakes import FakeGenAI
+from tests.fakes import FakeGenAI, Fault
 
 SMALL = {
     "short_long_side": 256,
@@ -226,3 +228,64 @@ async def test_the_short_fits_the_platforms_upload_limit(make_runtime: RuntimeFa
     assert not reply.is_error, reply.text
     [video] = media_of(reply, "video")
     assert len(video.data) <= limit
+
+
+async def test_a_failed_narration_fails_the_short_and_retry_keeps_every_clip(
+    make_runtime: RuntimeFactory, fake_genai: FakeGenAI
+) -> None:
+    runtime = await make_runtime(media_max_retries=1)
+    fake_genai.inject(*(Fault.status(400, "voice refused") for _ in range(3)), route="generateContent")
+    reply = await runtime.core.handle(short("a robot learns to paint segments=3"), RecordingResponder())
+
+    assert reply.is_error and "narration" in reply.text and "/jobs retry" in reply.text, reply.text
+    assert len(fake_genai.video_generation_requests) == 3
+    [parent] = await rows("short")
+    retried = await runtime.core.handle(jobs_command(f"retry {parent.id[:8]}"), RecordingResponder())
+    assert not retried.is_error, retried.text
+    assert len(fake_genai.video_generation_requests) == 3, "no clip is made or paid for again"
+    assert await held(runtime) == 0
+
+
+async def test_one_user_two_shorts_at_once_with_budget_for_one(
+    make_runtime: RuntimeFactory, fake_genai: FakeGenAI
+) -> None:
+    fake_genai.video_seconds = 0.3
+    runtime = await make_runtime(budget_user_daily_usd=15.0)
+    replies = await asyncio.gather(
+        *(runtime.core.handle(short(f"a storm {i} segments=3"), RecordingResponder()) for i in range(2))
+    )
+
+    refused = [reply for reply in replies if reply.is_error]
+    assert len(refused) == 1 and "budget" in refused[0].text
+    assert len(fake_genai.video_generation_requests) == 3
+    assert await held(runtime) == 0
+
+
+async def test_many_users_make_shorts_at_once(make_runtime: RuntimeFactory, fake_genai: FakeGenAI) -> None:
+    runtime = await make_runtime()
+    replies = await asyncio.gather(
+        *(runtime.core.handle(short(f"a storm {i} segments=3", user=str(i)), RecordingResponder()) for i in range(4))
+    )
+
+    assert [reply.is_error for reply in replies] == [False] * 4
+    assert all(media_of(reply, "video") for reply in replies)
+    assert len(fake_genai.video_generation_requests) == 12
+    assert {parent.state for parent in await rows("short")} == {"delivered"}
+
+
+async def test_a_short_past_retention_is_removed_whole_and_cannot_be_retried(
+    make_runtime: RuntimeFactory, fake_genai: FakeGenAI
+) -> None:
+    fake_genai.video_outcomes_for["visual prompt 1:"] = ["error", "error"]
+    runtime = await make_runtime()
+    failed = await runtime.core.handle(short("a robot learns to paint segments=3"), RecordingResponder())
+    assert failed.is_error
+    [parent] = await rows("short")
+    work = runtime.settings.media_dir / "shorts" / parent.id
+    assert (work / "story.json").is_file()
+
+    assert await runtime.jobs.purge_media(timedelta(seconds=-1)) >= 1
+    assert not work.exists()
+    retried = await runtime.core.handle(jobs_command(f"retry {parent.id[:8]}"), RecordingResponder())
+    assert retried.is_error and "cleaned up" in retried.text
+    assert len(fake_genai.video_generation_requests) == 4
