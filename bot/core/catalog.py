@@ -28,7 +28,13 @@ from bot.core.rendering import (
 from bot.core.replies import Media, Reply
 from bot.core.scheduling import schedule_command
 from connectors.errors import UserInputError
-from services.characters import CharacterBook, CharacterProfile, DatabaseCharacterBook, analyze_character_from_image
+from services.characters import (
+    CharacterBook,
+    CharacterImage,
+    CharacterProfile,
+    DatabaseCharacterBook,
+    analyze_character_from_image,
+)
 from services.config import ServiceConfig, service_config
 from services.free_content import KIND_GUIDES, generate_free_content
 from services.meme import MAX_MEMES, generate_meme_segments
@@ -316,7 +322,8 @@ class ReelwrightCommands:
         await ctx.progress("🔍 Looking at your character…", force=True)
         data = await ctx.image.read()
         analysis = await analyze_character_from_image(data, name=ctx.args.get("name"))
-        await self.characters.remember(ctx.user.key, analysis.profile)
+        image = CharacterImage(data=data, mime_type=analysis.image_mime_type)
+        await self.characters.remember(ctx.user.key, analysis.profile, image)
         return Reply(blocks=character_blocks(analysis), result=analysis)
 
     @declare(
@@ -534,10 +541,15 @@ def build_commands(
     characters: CharacterBook | None = None,
     schedules: ScheduleService | None = None,
 ) -> CommandSet:
-    """The catalogue every adapter registers; /video and /thumbnail run as durable ``jobs``."""
+    """The catalogue every adapter registers; /video and /thumbnail run as durable ``jobs``; the
+    character book keeps its images in the jobs' MEDIA_DIR unless another book is given."""
     catalogue = CommandSet()
     handlers = ReelwrightCommands(
-        catalogue, memory or UserMemory(), jobs, characters or DatabaseCharacterBook(), schedules
+        catalogue,
+        memory or UserMemory(),
+        jobs,
+        characters or DatabaseCharacterBook(jobs.jobs.media_dir),
+        schedules,
     )
     for command in declared_commands(handlers):
         catalogue.add(command)

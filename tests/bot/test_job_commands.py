@@ -43,7 +43,10 @@ async def setup(tmp_path: Path, database: str, upstreams: Upstreams) -> AsyncIte
     queue = JobQueue(executor)
     await queue.start()
     core = ChatCore(
-        build_commands(characters=DatabaseCharacterBook(), jobs=JobCommands(jobs, queue, executor, ChatSenders().post))
+        build_commands(
+            characters=DatabaseCharacterBook(tmp_path / "media"),
+            jobs=JobCommands(jobs, queue, executor, ChatSenders().post),
+        )
     )
     yield core, jobs
     await queue.stop()
@@ -112,8 +115,10 @@ async def test_jobs_command_lists_resends_and_cancels(setup: tuple[ChatCore, Job
     assert empty_user.is_error
 
 
-async def test_characters_persist_in_the_database(setup: tuple[ChatCore, JobService], upstreams: Upstreams) -> None:
-    book = DatabaseCharacterBook()
+async def test_characters_persist_in_the_database(
+    setup: tuple[ChatCore, JobService], upstreams: Upstreams, tmp_path: Path
+) -> None:
+    book = DatabaseCharacterBook(tmp_path / "media")
     hero = CharacterProfile(
         name="Captain", summary="s", appearance="a", personality="p", art_style="3D", visual_description="blue hat"
     )
@@ -132,9 +137,9 @@ async def test_characters_persist_in_the_database(setup: tuple[ChatCore, JobServ
 
 
 async def test_a_character_copied_with_control_characters_is_stored_clean(
-    setup: tuple[ChatCore, JobService], upstreams: Upstreams
+    setup: tuple[ChatCore, JobService], upstreams: Upstreams, tmp_path: Path
 ) -> None:
-    book = DatabaseCharacterBook()
+    book = DatabaseCharacterBook(tmp_path / "media")
     hero = CharacterProfile(
         name="Hero", summary="s", appearance="a", personality="p", art_style="3D", visual_description="blue hat"
     )
@@ -166,9 +171,7 @@ async def test_a_video_past_the_deadline_is_answered_late_then_delivered_once_an
     executor = JobExecutor(jobs, deliver, notify_late)
     queue = JobQueue(executor)
     await queue.start()
-    core = ChatCore(
-        build_commands(characters=DatabaseCharacterBook(), jobs=JobCommands(jobs, queue, executor, ChatSenders().post))
-    )
+    core = ChatCore(build_commands(jobs=JobCommands(jobs, queue, executor, ChatSenders().post)))
     try:
         reply = await core.handle(invocation("video", "a slow sunrise duration=4"), RecordingResponder())
         assert not reply.is_error, reply.text
@@ -213,11 +216,7 @@ async def test_with_a_shared_queue_the_command_leaves_the_job_free_for_any_worke
     await bot_queue.start()
     await worker_queue.start()
     worker = asyncio.create_task(worker_queue.run_worker())
-    core = ChatCore(
-        build_commands(
-            characters=DatabaseCharacterBook(), jobs=JobCommands(bot_jobs, bot_queue, bot_executor, ChatSenders().post)
-        )
-    )
+    core = ChatCore(build_commands(jobs=JobCommands(bot_jobs, bot_queue, bot_executor, ChatSenders().post)))
     try:
         reply = await core.handle(invocation("thumbnail", "My Dragon"), RecordingResponder())
         assert "queued" in reply.text
