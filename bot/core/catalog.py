@@ -169,6 +169,11 @@ class ReelwrightCommands:
             raise UserInputError(f"I don't know a character called {name!r} (yours: {known}). Use /character first.")
         return profile
 
+    async def character_image_for(self, ctx: CommandContext) -> CharacterImage | None:
+        """The image of the ``character=`` named in ``ctx``, if it was kept with one."""
+        name = ctx.args.get("character")
+        return await self.characters.image_of(ctx.user.key, name) if name else None
+
     async def _story_request(self, ctx: CommandContext) -> StoryRequest:
         return StoryRequest(
             idea=ctx.args["idea"],
@@ -367,13 +372,16 @@ class ReelwrightCommands:
             duration = duration or segment.duration_seconds
         if not prompt:
             raise UserInputError("Describe the video, or give segment=N of your last story.")
+        character = await self.character_for(ctx)
         image = await ctx.image.read() if ctx.image is not None else None
+        if image is None and (character_image := await self.character_image_for(ctx)) is not None:
+            image = character_image.data
         request = VideoRequest(
             prompt=prompt,
             duration_seconds=duration or 8,
             aspect_ratio=ctx.args["aspect"],
             image=image,
-            character=await self.character_for(ctx),
+            character=character,
         )
         validate_video_request(request)
         await ctx.before_paid_call()
@@ -462,8 +470,14 @@ class ReelwrightCommands:
                 raise UserInputError("Give the video's title, e.g. /thumbnail How I trained a dragon")
             title = story.title
             summary = " ".join(seg.narration for seg in story.segments[:3])
+        character = await self.character_for(ctx)
+        character_image = await self.character_image_for(ctx) if character is not None else None
         request = ThumbnailRequest(
-            title=title, story_summary=summary, aspect_ratio=ctx.args["aspect"], character=await self.character_for(ctx)
+            title=title,
+            story_summary=summary,
+            aspect_ratio=ctx.args["aspect"],
+            character=character,
+            character_image=character_image.data if character_image is not None else None,
         )
         request = validate_thumbnail_request(request)
         await ctx.before_paid_call()
