@@ -231,7 +231,7 @@ async def _build(settings: Settings, role: str, console: bool, prices: PriceTabl
     admins = id_set(settings.admin_users)
     commands = build_commands(
         UserMemory(),
-        characters=DatabaseCharacterBook(),
+        characters=DatabaseCharacterBook(settings.media_dir),
         jobs=JobCommands(jobs, queue, executor, senders.post),
         schedules=schedules,
     )

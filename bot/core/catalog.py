@@ -28,7 +28,13 @@ from bot.core.rendering import (
 from bot.core.replies import Media, Reply
 from bot.core.scheduling import schedule_command
 from connectors.errors import UserInputError
-from services.characters import CharacterBook, CharacterProfile, DatabaseCharacterBook, analyze_character_from_image
+from services.characters import (
+    CharacterBook,
+    CharacterImage,
+    CharacterProfile,
+    DatabaseCharacterBook,
+    analyze_character_from_image,
+)
 from services.config import ServiceConfig, service_config
 from services.free_content import KIND_GUIDES, generate_free_content
 from services.meme import MAX_MEMES, generate_meme_segments
@@ -162,6 +168,11 @@ class ReelwrightCommands:
             known = ", ".join(await self.characters.names(ctx.user.key)) or "none yet"
             raise UserInputError(f"I don't know a character called {name!r} (yours: {known}). Use /character first.")
         return profile
+
+    async def character_image_for(self, ctx: CommandContext) -> CharacterImage | None:
+        """The image of the ``character=`` named in ``ctx``, if it was kept with one."""
+        name = ctx.args.get("character")
+        return await self.characters.image_of(ctx.user.key, name) if name else None
 
     async def _story_request(self, ctx: CommandContext) -> StoryRequest:
         return StoryRequest(
@@ -316,7 +327,8 @@ class ReelwrightCommands:
         await ctx.progress("🔍 Looking at your character…", force=True)
         data = await ctx.image.read()
         analysis = await analyze_character_from_image(data, name=ctx.args.get("name"))
-        await self.characters.remember(ctx.user.key, analysis.profile)
+        image = CharacterImage(data=data, mime_type=analysis.image_mime_type)
+        await self.characters.remember(ctx.user.key, analysis.profile, image)
         return Reply(blocks=character_blocks(analysis), result=analysis)
 
     @declare(
@@ -360,13 +372,16 @@ class ReelwrightCommands:
             duration = duration or segment.duration_seconds
         if not prompt:
             raise UserInputError("Describe the video, or give segment=N of your last story.")
+        character = await self.character_for(ctx)
         image = await ctx.image.read() if ctx.image is not None else None
+        if image is None and (character_image := await self.character_image_for(ctx)) is not None:
+            image = character_image.data
         request = VideoRequest(
             prompt=prompt,
             duration_seconds=duration or 8,
             aspect_ratio=ctx.args["aspect"],
             image=image,
-            character=await self.character_for(ctx),
+            character=character,
         )
         validate_video_request(request)
         await ctx.before_paid_call()
@@ -455,8 +470,14 @@ class ReelwrightCommands:
                 raise UserInputError("Give the video's title, e.g. /thumbnail How I trained a dragon")
             title = story.title
             summary = " ".join(seg.narration for seg in story.segments[:3])
+        character = await self.character_for(ctx)
+        character_image = await self.character_image_for(ctx) if character is not None else None
         request = ThumbnailRequest(
-            title=title, story_summary=summary, aspect_ratio=ctx.args["aspect"], character=await self.character_for(ctx)
+            title=title,
+            story_summary=summary,
+            aspect_ratio=ctx.args["aspect"],
+            character=character,
+            character_image=character_image.data if character_image is not None else None,
         )
         request = validate_thumbnail_request(request)
         await ctx.before_paid_call()
@@ -534,10 +555,15 @@ def build_commands(
     characters: CharacterBook | None = None,
     schedules: ScheduleService | None = None,
 ) -> CommandSet:
-    """The catalogue every adapter registers; /video and /thumbnail run as durable ``jobs``."""
+    """The catalogue every adapter registers; /video and /thumbnail run as durable ``jobs``; the
+    character book keeps its images in the jobs' MEDIA_DIR unless another book is given."""
     catalogue = CommandSet()
     handlers = ReelwrightCommands(
-        catalogue, memory or UserMemory(), jobs, characters or DatabaseCharacterBook(), schedules
+        catalogue,
+        memory or UserMemory(),
+        jobs,
+        characters or DatabaseCharacterBook(jobs.jobs.media_dir),
+        schedules,
     )
     for command in declared_commands(handlers):
         catalogue.add(command)

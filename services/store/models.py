@@ -136,6 +136,10 @@ class CharacterRecord(Base):
     name: Mapped[str] = mapped_column(String(60))
     name_key: Mapped[str] = mapped_column(String(60))
     profile: Mapped[str] = mapped_column(Text)
+    #: The image the character was analysed from, relative to MEDIA_DIR (content-addressed, so rows
+    #: with the same image share one file), and its type as read from its content.
+    image_path: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
+    image_mime: Mapped[str | None] = mapped_column(String(40), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     __table_args__ = (UniqueConstraint("user_key", "name_key", name="uq_character_name"),)

@@ -136,10 +136,9 @@ async def test_trends(upstreams: Upstreams) -> None:
     assert all("Hook:" in block and "Why now:" in block for block in reply.blocks[1:])
 
 
-@pytest.mark.usefixtures("sqlite_database")  # the character book
-async def test_character_with_a_real_png(upstreams: Upstreams) -> None:
+async def test_character_with_a_real_png(upstreams: Upstreams, local_jobs: JobCommands) -> None:
     text, _ = upstreams
-    reply, responder = await run(make_core(), "character", "Captain", image=uploaded(png_bytes(40, 30)))
+    reply, responder = await run(make_core(local_jobs), "character", "Captain", image=uploaded(png_bytes(40, 30)))
     assert not reply.is_error
     assert isinstance(reply.result, CharacterAnalysis)
     assert reply.result.profile.name == "Captain"
@@ -488,9 +487,8 @@ async def test_story_with_a_remembered_character(upstreams: Upstreams, local_job
     assert description in media.video_generation_requests[-1].json["instances"][0]["prompt"]
 
 
-@pytest.mark.usefixtures("sqlite_database")  # the character book
-async def test_characters_are_per_user(upstreams: Upstreams) -> None:
-    core = make_core()
+async def test_characters_are_per_user(upstreams: Upstreams, local_jobs: JobCommands) -> None:
+    core = make_core(local_jobs)
     await run(core, "character", "Captain", image=uploaded(png_bytes()))
     someone_else = Invocation(
         command="story", user=UserRef("test", "someone-else"), chat=CHAT, text="a dragon character=Captain"
@@ -501,9 +499,8 @@ async def test_characters_are_per_user(upstreams: Upstreams) -> None:
     assert reply.is_error and "none yet" in reply.text
 
 
-@pytest.mark.usefixtures("sqlite_database")  # the character book
-async def test_character_named_with_name_option(upstreams: Upstreams) -> None:
-    core = make_core()
+async def test_character_named_with_name_option(upstreams: Upstreams, local_jobs: JobCommands) -> None:
+    core = make_core(local_jobs)
     analysed, _ = await run(core, "character", "name=Captain", image=uploaded(png_bytes()))
     assert isinstance(analysed.result, CharacterAnalysis)
     assert analysed.result.profile.name == "Captain"

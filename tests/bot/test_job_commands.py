@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator
@@ -23,7 +24,7 @@ from services.ledger import UsageLedger
 from services.pricing import PriceTable
 from services.queue import JobExecutor, JobQueue
 from services.store.models import JobState, UsageRecord
-from tests.bot.helpers import RecordingResponder, invocation
+from tests.bot.helpers import RecordingResponder, invocation, png_bytes, uploaded
 from tests.conftest import TEST_SERVICE_CONFIG
 from tests.fakes import FakeGenAI, FakeOpenRouter
 from tests.services.test_jobs import wait_until
@@ -43,7 +44,10 @@ async def setup(tmp_path: Path, database: str, upstreams: Upstreams) -> AsyncIte
     queue = JobQueue(executor)
     await queue.start()
     core = ChatCore(
-        build_commands(characters=DatabaseCharacterBook(), jobs=JobCommands(jobs, queue, executor, ChatSenders().post))
+        build_commands(
+            characters=DatabaseCharacterBook(tmp_path / "media"),
+            jobs=JobCommands(jobs, queue, executor, ChatSenders().post),
+        )
     )
     yield core, jobs
     await queue.stop()
@@ -112,8 +116,10 @@ async def test_jobs_command_lists_resends_and_cancels(setup: tuple[ChatCore, Job
     assert empty_user.is_error
 
 
-async def test_characters_persist_in_the_database(setup: tuple[ChatCore, JobService], upstreams: Upstreams) -> None:
-    book = DatabaseCharacterBook()
+async def test_characters_persist_in_the_database(
+    setup: tuple[ChatCore, JobService], upstreams: Upstreams, tmp_path: Path
+) -> None:
+    book = DatabaseCharacterBook(tmp_path / "media")
     hero = CharacterProfile(
         name="Captain", summary="s", appearance="a", personality="p", art_style="3D", visual_description="blue hat"
     )
@@ -132,9 +138,9 @@ async def test_characters_persist_in_the_database(setup: tuple[ChatCore, JobServ
 
 
 async def test_a_character_copied_with_control_characters_is_stored_clean(
-    setup: tuple[ChatCore, JobService], upstreams: Upstreams
+    setup: tuple[ChatCore, JobService], upstreams: Upstreams, tmp_path: Path
 ) -> None:
-    book = DatabaseCharacterBook()
+    book = DatabaseCharacterBook(tmp_path / "media")
     hero = CharacterProfile(
         name="Hero", summary="s", appearance="a", personality="p", art_style="3D", visual_description="blue hat"
     )
@@ -142,6 +148,48 @@ async def test_a_character_copied_with_control_characters_is_stored_clean(
     await book.remember("test:43", hero.model_copy(update={"name": "Cap\x00tain 👩\u200d🚀", "summary": "s\x00\ud800"}))
     found = await book.find("test:43", "captain 👩\u200d🚀")
     assert found is not None and (found.name, found.summary) == ("Captain 👩\u200d🚀", "s")
+
+
+async def test_video_with_a_character_starts_from_its_image(
+    setup: tuple[ChatCore, JobService], upstreams: Upstreams
+) -> None:
+    core, _ = setup
+    _, veo = upstreams
+    hero = png_bytes(40, 30)
+    analysed = await core.handle(invocation("character", "Captain", image=uploaded(hero)), RecordingResponder())
+    assert not analysed.is_error, analysed.text
+    reply = await core.handle(invocation("video", "sailing at dawn duration=4 character=captain"), RecordingResponder())
+    assert not reply.is_error, reply.text
+    instance = veo.video_generation_requests[-1].json["instances"][0]
+    assert base64.b64decode(instance["image"]["bytesBase64Encoded"]) == hero
+    assert instance["image"]["mimeType"] == "image/png"
+    assert "Captain" in instance["prompt"]
+
+    upload = png_bytes(24, 24)  # an image sent with /video is the first frame, not the character's
+    reply = await core.handle(
+        invocation("video", "waving duration=4 character=Captain", image=uploaded(upload)), RecordingResponder()
+    )
+    assert not reply.is_error, reply.text
+    instance = veo.video_generation_requests[-1].json["instances"][0]
+    assert base64.b64decode(instance["image"]["bytesBase64Encoded"]) == upload
+
+    reply = await core.handle(invocation("video", "an empty beach duration=4"), RecordingResponder())
+    assert "image" not in veo.video_generation_requests[-1].json["instances"][0]
+
+
+@pytest.mark.xfail(strict=True, reason="ThumbnailPayload (services/jobs.py) does not carry character_image yet")
+async def test_thumbnail_with_a_character_sends_its_image_as_the_reference(
+    setup: tuple[ChatCore, JobService], upstreams: Upstreams
+) -> None:
+    core, _ = setup
+    _, genai = upstreams
+    hero = png_bytes(40, 30)
+    await core.handle(invocation("character", "Captain", image=uploaded(hero)), RecordingResponder())
+    reply = await core.handle(invocation("thumbnail", "My Voyage character=Captain"), RecordingResponder())
+    assert not reply.is_error, reply.text
+    parts = genai.requests_on("generateContent")[-1].json["contents"][0]["parts"]
+    sent = [part.get("inlineData") or part.get("inline_data") for part in parts]
+    assert [base64.urlsafe_b64decode(inline["data"]) for inline in sent if inline] == [hero]  # the SDK's alphabet
 
 
 async def test_a_video_past_the_deadline_is_answered_late_then_delivered_once_and_paid_once(
@@ -166,9 +214,7 @@ async def test_a_video_past_the_deadline_is_answered_late_then_delivered_once_an
     executor = JobExecutor(jobs, deliver, notify_late)
     queue = JobQueue(executor)
     await queue.start()
-    core = ChatCore(
-        build_commands(characters=DatabaseCharacterBook(), jobs=JobCommands(jobs, queue, executor, ChatSenders().post))
-    )
+    core = ChatCore(build_commands(jobs=JobCommands(jobs, queue, executor, ChatSenders().post)))
     try:
         reply = await core.handle(invocation("video", "a slow sunrise duration=4"), RecordingResponder())
         assert not reply.is_error, reply.text
@@ -213,11 +259,7 @@ async def test_with_a_shared_queue_the_command_leaves_the_job_free_for_any_worke
     await bot_queue.start()
     await worker_queue.start()
     worker = asyncio.create_task(worker_queue.run_worker())
-    core = ChatCore(
-        build_commands(
-            characters=DatabaseCharacterBook(), jobs=JobCommands(bot_jobs, bot_queue, bot_executor, ChatSenders().post)
-        )
-    )
+    core = ChatCore(build_commands(jobs=JobCommands(bot_jobs, bot_queue, bot_executor, ChatSenders().post)))
     try:
         reply = await core.handle(invocation("thumbnail", "My Dragon"), RecordingResponder())
         assert "queued" in reply.text
