@@ -36,6 +36,7 @@ from services.budgets import BudgetBook, BudgetRefusal, Reservation
 from services.characters import CharacterProfile
 from services.ledger import UsageLedger
 from services.shorts import (
+    CHARACTER_IMAGE,
     CLIP_KIND,
     CLIP_TRIES,
     SHORT_KIND,
@@ -137,6 +138,8 @@ class ThumbnailPayload(BaseModel):
     story_summary: str | None = None
     aspect_ratio: str = "16:9"
     character: CharacterProfile | None = None
+    #: The character's image, kept for this job (the thumbnail's reference picture).
+    image_path: str | None = None
 
 
 JobProgress = Callable[[VideoProgress | ShortProgress], Awaitable[None]]
@@ -208,6 +211,11 @@ class JobService:
             if not request.title.strip():
                 raise UserInputError("Please give the thumbnail a title.")
             job_id = uuid.uuid4().hex
+            image_path = None
+            if request.character_image is not None:
+                path = self.media_dir / "inputs" / f"{job_id}.img"
+                await asyncio.to_thread(_write_file, path, request.character_image)
+                image_path = str(path)
             payload = ThumbnailPayload(
                 chat_key=address.chat_key,
                 reservation=reservation,
@@ -215,15 +223,23 @@ class JobService:
                 story_summary=request.story_summary,
                 aspect_ratio=request.aspect_ratio,
                 character=request.character,
+                image_path=image_path,
             )
             await self._insert(job_id, "thumbnail", address, payload)
             return job_id
 
-    async def create_short_job(self, address: JobAddress, payload: ShortPayload) -> str:
-        """The parent row of a short; its reservation (in ``payload``) is the job's from now on."""
+    async def create_short_job(
+        self, address: JobAddress, payload: ShortPayload, character_image: bytes | None = None
+    ) -> str:
+        """The parent row of a short; its reservation (in ``payload``) is the job's from now on.
+        ``character_image`` is kept in the short's folder: every clip starts from it."""
         async with self._releasing_on_error(payload.reservation):
             job_id = uuid.uuid4().hex
-            await asyncio.to_thread(short_dir(self.media_dir, job_id).mkdir, parents=True, exist_ok=True)
+            work = short_dir(self.media_dir, job_id)
+            await asyncio.to_thread(work.mkdir, parents=True, exist_ok=True)
+            if character_image is not None:
+                await asyncio.to_thread(_write_file, work / CHARACTER_IMAGE, character_image)
+                payload = payload.model_copy(update={"character_image_path": str(work / CHARACTER_IMAGE)})
             await self._insert(
                 job_id,
                 SHORT_KIND,
@@ -247,6 +263,7 @@ class JobService:
                     duration_seconds=segment.duration_seconds,
                     aspect_ratio=payload.aspect,
                     character=payload.character,
+                    image_path=payload.character_image_path,
                     segment=segment.number,
                 )
                 session.add(
@@ -584,6 +601,7 @@ class JobService:
         await self._store_result(job.id, "mp4", result.video, result.mime_type, cost)
 
     async def _run_thumbnail(self, job: JobRecord, payload: ThumbnailPayload) -> None:
+        image = await asyncio.to_thread(Path(payload.image_path).read_bytes) if payload.image_path else None
         await self._set(job.id, state=JobState.SUBMITTING, submitted_at=utcnow())
         thumbnail = await generate_thumbnail_image(
             ThumbnailRequest(
@@ -591,6 +609,7 @@ class JobService:
                 story_summary=payload.story_summary,
                 aspect_ratio=payload.aspect_ratio,
                 character=payload.character,
+                character_image=image,
             )
         )
         extension = "jpg" if "jpeg" in thumbnail.mime_type else "png"

@@ -73,6 +73,7 @@ CLIP_TRIES = 2
 #: Seconds of the longest clip a story segment asks for: what an estimate must assume per segment.
 MAX_CLIP_SECONDS = 8
 NO_VOICE = "none"
+CHARACTER_IMAGE = "character.img"
 #: The first frames on the contact sheet: 320 x 568 for a vertical clip.
 FRAME_LONG_SIDE = 568
 T = TypeVar("T")
@@ -89,6 +90,8 @@ class ShortPayload(BaseModel):
     segments: int
     aspect: AspectRatio = "9:16"
     character: CharacterProfile | None = None
+    #: The character's picture, kept in the short's folder: every clip starts from it, and the thumbnail.
+    character_image_path: str | None = None
     voice: str | None = None  # None: no narration, only the clips' own sound
     captions: bool = True
     byte_budget: int
@@ -445,11 +448,17 @@ class ShortPipeline:
             if await asyncio.to_thread(existing.is_file):
                 return str(existing), mime
         summary = " ".join(segment.narration for segment in story.segments[:3])
+        reference = (
+            await asyncio.to_thread(Path(payload.character_image_path).read_bytes)
+            if payload.character_image_path
+            else None
+        )
         request = ThumbnailRequest(
             title=story.title[:300],
             story_summary=summary[: service_config().max_prompt_chars],
             aspect_ratio=payload.aspect,
             character=payload.character,
+            character_image=reference,
         )
         image = await self._paid(job, generate_thumbnail_image(request))
         extension = "jpg" if "jpeg" in image.mime_type else "png"

@@ -146,6 +146,10 @@ async def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
         # Production guards as shipped, the $1 cost question included: /video and /thumbnail
         # validate their input before they ask, so a bad request gets its error, never a price.
         admin_users=DISCORD_ADMIN_ID,
+        # Room for one /short (about $10 for three clips) a user; small shorts encode fast.
+        budget_user_daily_usd=30.0,
+        budget_chat_daily_usd=60.0,
+        short_long_side=256,
     )
     runtime = await start_runtime(settings)
     telegram = TelegramService(runtime, TelegramOptions(progress=EAGER_PROGRESS, poll_timeout=5))
@@ -469,8 +473,38 @@ CASES: list[Case] = [
         **both("/jobs cancel deadbeef", "jobs", {"request": "cancel deadbeef"}),
     ),
     Case(
+        "short-segments-2",
+        r"segments must be between 3 and 8 \(got 2\)\.",
+        **both("/short a storm segments=2", "short", {"idea": "a storm", "segments": 2}),
+    ),
+    Case(
+        "short-segments-9",
+        r"segments must be between 3 and 8 \(got 9\)\.",
+        **both("/short a storm segments=9", "short", {"idea": "a storm", "segments": 9}),
+    ),
+    Case(
+        "short-voice-not-a-name",
+        r'"K0re" is not a voice name',
+        **both("/short a storm voice=K0re", "short", {"idea": "a storm", "voice": "K0re"}),
+    ),
+    Case(
+        "short-captions-maybe",
+        r"captions must be one of on, off \(got 'maybe'\)\.",
+        **both("/short a storm captions=maybe", "short", {"idea": "a storm", "captions": "maybe"}),
+    ),
+    Case(
+        "short-unknown-character",
+        r"I don't know a character called 'nobody'",
+        **both("/short a storm character=nobody", "short", {"idea": "a storm", "character": "nobody"}),
+    ),
+    Case(
+        "jobs-retry-unknown-id",
+        r"You have no job deadbeef\. /jobs lists yours\.",
+        **both("/jobs retry deadbeef", "jobs", {"request": "retry deadbeef"}),
+    ),
+    Case(
         "jobs-explode",
-        r"Use /jobs, /jobs resend <id> or /jobs cancel <id>\.",
+        r"Use /jobs, /jobs resend <id>, /jobs retry <id> or /jobs cancel <id>\.",
         **both("/jobs explode", "jobs", {"request": "explode"}),
     ),
     Case(
@@ -804,13 +838,14 @@ def dirty(platform: str) -> tuple[str, str]:
 
 def paid_text_options() -> list[Any]:
     """(command, option) for every text option of every command that calls a paid upstream; a
-    ``character`` option only names a stored character (the table covers it)."""
+    ``character`` option only names a stored character and ``voice`` a prebuilt voice (the table
+    covers both)."""
     return [
         pytest.param(command.name, option.name, id=f"{command.name}-{option.name}")
         for command in catalogue()
         if command.upstream is not None
         for option in command.options
-        if option.kind is OptionKind.TEXT and option.name != "character"
+        if option.kind is OptionKind.TEXT and option.name not in ("character", "voice")
     ]
 
 

@@ -425,6 +425,7 @@ class ReelwrightCommands:
         idea = check_short_request(ctx.args["idea"], ctx.args["segments"], budget)
         voice = narration_voice(ctx.args.get("voice"))
         character = await self.character_for(ctx)
+        character_image = await self.character_image_for(ctx) if character is not None else None
         await ctx.before_paid_call()
         payload = ShortPayload(
             reservation=ctx.take_reservation(),
@@ -436,7 +437,9 @@ class ReelwrightCommands:
             captions=ctx.args["captions"] == "on",
             byte_budget=budget,
         )
-        job_id = await self.jobs.jobs.create_short_job(address_of(ctx), payload)
+        job_id = await self.jobs.jobs.create_short_job(
+            address_of(ctx), payload, character_image.data if character_image is not None else None
+        )
         await ctx.progress(f"🎞️ Short {job_id[:8]} started: writing the story…", force=True)
         return await self.jobs.run(job_id, ctx)
 

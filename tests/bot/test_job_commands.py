@@ -177,7 +177,6 @@ async def test_video_with_a_character_starts_from_its_image(
     assert "image" not in veo.video_generation_requests[-1].json["instances"][0]
 
 
-@pytest.mark.xfail(strict=True, reason="ThumbnailPayload (services/jobs.py) does not carry character_image yet")
 async def test_thumbnail_with_a_character_sends_its_image_as_the_reference(
     setup: tuple[ChatCore, JobService], upstreams: Upstreams
 ) -> None:

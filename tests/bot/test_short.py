@@ -4,6 +4,7 @@ the fakes' real clips: one idea in, one finished short out, every clip paid once
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 from datetime import timedelta
@@ -20,7 +21,7 @@ from connectors.database import sessions
 from services.budgets import LocalBudgets
 from services.store.models import JobRecord, UsageRecord
 from services.story import Story
-from tests.bot.helpers import RecordingResponder
+from tests.bot.helpers import RecordingResponder, png_bytes, uploaded
 from tests.conftest import RuntimeFactory
 from tests.fakes import FakeGenAI, Fault
 
@@ -289,3 +290,31 @@ async def test_a_short_past_retention_is_removed_whole_and_cannot_be_retried(
     retried = await runtime.core.handle(jobs_command(f"retry {parent.id[:8]}"), RecordingResponder())
     assert retried.is_error and "cleaned up" in retried.text
     assert len(fake_genai.video_generation_requests) == 4
+
+
+async def test_a_character_is_in_every_clip_and_every_clip_starts_from_its_image(
+    make_runtime: RuntimeFactory, fake_genai: FakeGenAI
+) -> None:
+    runtime = await make_runtime()
+    hero = png_bytes(40, 30)
+    analysed = await runtime.core.handle(
+        Invocation(**{**short("Captain").__dict__, "command": "character", "image": uploaded(hero)}),
+        RecordingResponder(),
+    )
+    assert not analysed.is_error, analysed.text
+    reply = await runtime.core.handle(short("a voyage segments=3 character=captain"), RecordingResponder())
+
+    assert not reply.is_error, reply.text
+    instances = [request.json["instances"][0] for request in fake_genai.video_generation_requests]
+    assert len(instances) == 3
+    for instance in instances:
+        assert base64.b64decode(instance["image"]["bytesBase64Encoded"]) == hero
+        assert "Captain" in instance["prompt"]
+    thumbnail_parts = [
+        part
+        for request in fake_genai.requests_on("generateContent")
+        if "IMAGE" in json.dumps(request.json.get("generationConfig", {}))
+        for part in request.json["contents"][0]["parts"]
+    ]
+    references = [part.get("inlineData") or part.get("inline_data") for part in thumbnail_parts]
+    assert [base64.urlsafe_b64decode(inline["data"]) for inline in references if inline] == [hero]
