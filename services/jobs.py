@@ -280,9 +280,10 @@ class JobService:
         return JobOutcome(clip_id, CLIP_KIND, address, error="This clip is being made by another bot process.")
 
     async def clip_may_try_again(self, clip_id: str) -> bool:
-        """Queue a failed clip once more with the same prompt, unless it has had its tries."""
+        """Queue a failed clip once more with the same prompt, unless it has had its tries or its
+        submission was interrupted (the provider may have billed it: only /jobs retry makes it again)."""
         clip = await self._load(clip_id)
-        if clip is None or clip.state != JobState.FAILED:
+        if clip is None or clip.state != JobState.FAILED or clip.error == INTERRUPTED_SUBMISSION:
             return False
         payload = VideoPayload.model_validate_json(clip.payload)
         if payload.tries >= CLIP_TRIES:

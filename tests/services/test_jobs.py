@@ -20,8 +20,9 @@ from services.jobs import DAMAGED_PAYLOAD, INTERRUPTED_SUBMISSION, JobAddress, J
 from services.ledger import UsageLedger
 from services.pricing import PriceTable
 from services.queue import JobExecutor, JobQueue
-from services.shorts import ShortPayload
+from services.shorts import ShortPayload, short_dir
 from services.store.models import JobRecord, JobState, UsageRecord, utcnow
+from services.story import Story, StorySegment
 from services.thumbnail import ThumbnailRequest
 from services.usage import Usage
 from services.video import VideoRequest
@@ -172,6 +173,40 @@ async def test_a_shorts_own_paid_steps_are_stored_with_its_cost(
     await service.record_short_usage(short, [("gemini-2.5-flash", Usage(prompt_tokens=1000, completion_tokens=500))])
     assert await stored_usage() == [("short", "gemini-2.5-flash", 0, 0)]
     assert (await state_of(short_id)).cost == ledger.current("user", ADDRESS.user_key).today > 0
+
+
+async def test_a_shorts_clip_interrupted_while_submitting_is_not_made_again(
+    service: JobService, upstreams: Upstreams
+) -> None:
+    """A short does not make such a clip once more on its own: the first submission may have been
+    billed. The short fails, and /jobs retry (the creator's choice, reserved first) makes it."""
+    _, veo = upstreams
+    payload = ShortPayload(idea="a cat", segments=3, byte_budget=50 << 20, captions=False)
+    short_id = await service.create_short_job(ADDRESS, payload)
+    story = Story(
+        title="A cat",
+        idea="a cat",
+        segments=[
+            StorySegment(number=n, narration=f"line {n}", visual_prompt=f"shot {n}", duration_seconds=4)
+            for n in (1, 2, 3)
+        ],
+    )
+    work = short_dir(service.media_dir, short_id)
+    work.mkdir(parents=True)
+    (work / "story.json").write_text(story.model_dump_json(), encoding="utf-8")
+    clip_ids = await service.clip_jobs(await state_of(short_id), payload, story)
+    async with sessions().begin() as session:  # as a crash during clip 2's paid call leaves it
+        await session.execute(update(JobRecord).where(JobRecord.id == clip_ids[1]).values(state=JobState.SUBMITTING))
+    outcome = await service.run(short_id)
+    assert outcome is not None and not outcome.ok
+    assert "segment 2" in (outcome.error or "") and "not charged twice" in (outcome.error or "")
+    submitted = [json.dumps(request.json) for request in veo.video_generation_requests]
+    assert len(submitted) == 2 and not any("shot 2" in body for body in submitted)
+
+    await service.retry(ADDRESS.user_key, short_id[:8])
+    retried = await service.run(short_id)
+    assert retried is not None and retried.ok, retried
+    assert len(veo.video_generation_requests) == 3, "the retry made only clip 2"
 
 
 async def test_a_corrupt_payload_fails_with_a_message_while_others_continue(
