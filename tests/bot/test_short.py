@@ -207,3 +207,19 @@ async def test_the_short_fits_the_platforms_upload_limit(make_runtime: RuntimeFa
     assert not reply.is_error, reply.text
     [video] = media_of(reply, "video")
     assert len(video.data) <= limit
+
+
+async def test_the_shorts_thumbnail_is_paid_for_with_the_short(make_runtime: RuntimeFactory) -> None:
+    runtime = await make_runtime()
+    runtime.senders["telegram"] = RecordingSender()
+    reply = await runtime.core.handle(short("a robot learns to paint segments=3 voice=none"), RecordingResponder())
+
+    assert not reply.is_error, reply.text
+    assert media_of(reply, "image"), "a thumbnail was made"
+    await runtime.ledger.flush()
+    async with sessions()() as session:
+        images = list(await session.scalars(select(UsageRecord).where(UsageRecord.images > 0)))
+    [thumbnail] = images
+    assert thumbnail.command == "short" and thumbnail.cost > 0
+    [parent] = await rows("short")
+    assert parent.cost is not None and parent.cost >= thumbnail.cost, "the short's cost includes its thumbnail"
