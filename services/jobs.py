@@ -29,6 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import case, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from connectors.database import sessions
 from connectors.errors import ReelwrightError, UserInputError
@@ -308,9 +309,10 @@ class JobService:
         return JobOutcome(clip_id, CLIP_KIND, address, error="This clip is being made by another bot process.")
 
     async def clip_may_try_again(self, clip_id: str) -> bool:
-        """Queue a failed clip once more with the same prompt, unless it has had its tries."""
+        """Queue a failed clip once more with the same prompt, unless it has had its tries or its
+        submission was interrupted (the provider may have billed it: only /jobs retry makes it again)."""
         clip = await self._load(clip_id)
-        if clip is None or clip.state != JobState.FAILED:
+        if clip is None or clip.state != JobState.FAILED or clip.error == INTERRUPTED_SUBMISSION:
             return False
         payload = VideoPayload.model_validate_json(clip.payload)
         if payload.tries >= CLIP_TRIES:
@@ -335,19 +337,19 @@ class JobService:
         if self.ledger is None or not entries:
             return
         payload = ShortPayload.model_validate_json(short.payload)
-        total = Decimal("0")
-        for model, usage in entries:
-            total += self.ledger.record(
-                user_key=short.user_key,
-                chat_key=payload.chat_key or f"{short.platform}:{short.chat_id}",
-                command=SHORT_KIND,
-                model=model,
-                usage=usage,
-            )
-        async with sessions().begin() as session:
+
+        async def add_cost(session: AsyncSession, total: Decimal) -> None:
             await session.execute(
                 update(JobRecord).where(JobRecord.id == short.id).values(cost=func.coalesce(JobRecord.cost, 0) + total)
             )
+
+        await self.ledger.record_with(
+            entries,
+            add_cost,
+            user_key=short.user_key,
+            chat_key=payload.chat_key or f"{short.platform}:{short.chat_id}",
+            command=SHORT_KIND,
+        )
 
     async def short_spent(self, short_id: str) -> Decimal:
         """Everything paid for a short: its own steps and its clips."""
@@ -597,8 +599,8 @@ class JobService:
             already_elapsed=already_elapsed,
         )
         command = SHORT_KIND if job.kind == CLIP_KIND else "video"
-        cost = await self._account(job, payload, command, self.video_model, result.usage)
-        await self._store_result(job.id, "mp4", result.video, result.mime_type, cost)
+        paid = (command, self.video_model, result.usage)
+        await self._store_result(job, payload, "mp4", result.video, result.mime_type, paid)
 
     async def _run_thumbnail(self, job: JobRecord, payload: ThumbnailPayload) -> None:
         image = await asyncio.to_thread(Path(payload.image_path).read_bytes) if payload.image_path else None
@@ -613,39 +615,48 @@ class JobService:
             )
         )
         extension = "jpg" if "jpeg" in thumbnail.mime_type else "png"
-        cost = await self._account(job, payload, "thumbnail", thumbnail.model, thumbnail.usage)
-        await self._store_result(job.id, extension, thumbnail.image, thumbnail.mime_type, cost)
+        paid = ("thumbnail", thumbnail.model, thumbnail.usage)
+        await self._store_result(job, payload, extension, thumbnail.image, thumbnail.mime_type, paid)
 
-    async def _store_result(self, job_id: str, extension: str, data: bytes, mime: str, cost: Decimal | None) -> None:
-        """The result goes to MEDIA_DIR (never the database); the row records where, and the cost."""
-        path = self.media_dir / "results" / f"{job_id}.{extension}"
-        await asyncio.to_thread(_write_file, path, data)
-        await self._set(
-            job_id,
-            state=JobState.SUCCEEDED,
-            result_path=str(path),
-            result_mime=mime,
-            finished_at=utcnow(),
-            cost=cost,
-        )
-
-    async def _account(
-        self, job: JobRecord, payload: VideoPayload | ThumbnailPayload, command: str, model: str, usage: Usage
-    ) -> Decimal | None:
-        """Record the paid usage against the job's user and chat (works for resumed jobs too), and
-        settle the budget held for it to that real cost."""
+    async def _store_result(
+        self,
+        job: JobRecord,
+        payload: VideoPayload | ThumbnailPayload,
+        extension: str,
+        data: bytes,
+        mime: str,
+        paid: tuple[str, str, Usage],
+    ) -> None:
+        """The result goes to MEDIA_DIR (never the database); the row records where and the cost, in one
+        transaction with the usage (command, model, usage) recorded against the job's user and chat
+        (resumed jobs too). The budget held for the job is then settled to that real cost."""
+        command, model, usage = paid
+        chat_key = payload.chat_key or f"{job.platform}:{job.chat_id}"
+        path = self.media_dir / "results" / f"{job.id}.{extension}"
+        try:
+            await asyncio.to_thread(_write_file, path, data)
+        except Exception:
+            if self.ledger is not None:  # paid for, though it could not be kept: the job fails
+                self.ledger.record(user_key=job.user_key, chat_key=chat_key, command=command, model=model, usage=usage)
+            raise
+        values = {
+            "state": JobState.SUCCEEDED,
+            "result_path": str(path),
+            "result_mime": mime,
+            "finished_at": utcnow(),
+        }
         if self.ledger is None:
-            return None
-        cost = self.ledger.record(
-            user_key=job.user_key,
-            chat_key=payload.chat_key or f"{job.platform}:{job.chat_id}",
-            command=command,
-            model=model,
-            usage=usage,
+            await self._set(job.id, **values)
+            return
+
+        async def succeed(session: AsyncSession, cost: Decimal) -> None:
+            await session.execute(update(JobRecord).where(JobRecord.id == job.id).values(**values, cost=cost))
+
+        cost = await self.ledger.record_with(
+            [(model, usage)], succeed, user_key=job.user_key, chat_key=chat_key, command=command
         )
         if payload.reservation is not None and self.budgets is not None:
             await self.budgets.settle(payload.reservation, cost)
-        return cost
 
     async def _fail(self, job_id: str, message: str) -> None:
         await self._set(job_id, state=JobState.FAILED, error=message, finished_at=utcnow())

@@ -1,7 +1,8 @@
 """The usage ledger: every paid call's real usage and cost, per user, chat/guild and day.
 
 Writes are buffered and flushed in batches (one INSERT per command would cost more CPU than the
-command itself under load); this month's totals for every user and chat are loaded with one
+command itself under load), except a durable job's, which are written with its result (``record_with``): a
+crash then loses no paid video. This month's totals for every user and chat are loaded with one
 grouped query and refreshed every ``refresh_every`` seconds, and kept current in memory between
 refreshes, so reading a total costs no query. Budgets are enforced by reservations on top of these
 totals (``services.budgets``), shared through Redis when several processes run. Costs are exact
@@ -14,12 +15,14 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import case, func, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from connectors.database import sessions
 from services.metrics import record_spend
@@ -69,26 +72,56 @@ class UsageLedger:
 
     def record(self, *, user_key: str, chat_key: str, command: str, model: str, usage: Usage) -> Decimal:
         """Account one paid call now (in memory); it reaches the database at the next flush."""
-        cost = self.cost(model, usage)
+        row = self._row(user_key, chat_key, command, model, usage)
+        self._pending.append(row)
+        self._count(row)
+        cost: Decimal = row["cost"]
+        return cost
+
+    async def record_with(
+        self,
+        entries: Sequence[tuple[str, Usage]],
+        write: Callable[[AsyncSession, Decimal], Awaitable[None]],
+        *,
+        user_key: str,
+        chat_key: str,
+        command: str,
+    ) -> Decimal:
+        """Account paid calls (model, usage) in the database at once, in one transaction with ``write``
+        (given the session and their total cost): the job row that says what they made. A crash then
+        keeps both or neither, so a paid result never outlives its usage, and a job resumed after the
+        crash never accounts a second time what it paid once. Returns the total cost."""
+        rows = [self._row(user_key, chat_key, command, model, usage) for model, usage in entries]
+        total = sum((row["cost"] for row in rows), Decimal("0"))
+        async with self._lock:  # a refresh reads the totals either before this commits or after it counted
+            async with sessions().begin() as session:
+                if rows:
+                    await session.execute(insert(UsageRecord), rows)
+                await write(session, total)
+            for row in rows:
+                self._count(row)
+        return total
+
+    def _row(self, user_key: str, chat_key: str, command: str, model: str, usage: Usage) -> dict[str, Any]:
         # Plain rows, inserted in batches with one executemany: building ORM objects per call
         # costs more than the rest of the accounting.
-        self._pending.append(
-            {
-                "user_key": user_key,
-                "chat_key": chat_key,
-                "command": command,
-                "model": model,
-                "prompt_tokens": usage.prompt_tokens,
-                "completion_tokens": usage.completion_tokens,
-                "video_seconds": usage.video_seconds,
-                "images": usage.images,
-                "cost": cost,
-                "created_at": utcnow(),
-            }
-        )
-        self._add(user_key, chat_key, cost)
-        record_spend("openrouter" if "/" in model else "google", float(cost))
-        return cost
+        return {
+            "user_key": user_key,
+            "chat_key": chat_key,
+            "command": command,
+            "model": model,
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
+            "video_seconds": usage.video_seconds,
+            "images": usage.images,
+            "cost": self.cost(model, usage),
+            "created_at": utcnow(),
+        }
+
+    def _count(self, row: dict[str, Any]) -> None:
+        self._add(row["user_key"], row["chat_key"], row["cost"])
+        model = str(row["model"])
+        record_spend("openrouter" if "/" in model else "google", float(row["cost"]))
 
     def _add(self, user_key: str, chat_key: str, cost: Decimal) -> None:
         for slot in (("user", user_key), ("chat", chat_key)):

@@ -460,7 +460,9 @@ class ShortPipeline:
             character=payload.character,
             character_image=reference,
         )
-        image = await self._paid(job, generate_thumbnail_image(request))
+        image = await generate_thumbnail_image(request)
+        # An image call is not metered (a /thumbnail job accounts it from its result): the short pays here.
+        await self.jobs.record_short_usage(job, [(image.model, image.usage)])
         extension = "jpg" if "jpeg" in image.mime_type else "png"
         path = work / f"thumbnail.{extension}"
         await asyncio.to_thread(_write_bytes, path, image.image)

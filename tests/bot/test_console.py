@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import av
 import pytest
 
 from bot.console.adapter import CONSOLE_USER, PROMPT, parse_line, run_console
@@ -324,6 +325,30 @@ def test_console_end_to_end_in_the_sandbox(tmp_path: Path) -> None:
     assert SANDBOX_FOOTER in result.stdout
     assert "SANDBOX" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_short_in_the_sandbox_is_saved_as_a_playable_mp4(tmp_path: Path) -> None:
+    result = reelwright(tmp_path, "/short a cat opens a bakery segments=3\n")
+    assert result.returncode == 0, result.stderr
+    saved = {
+        kind: tmp_path / path for kind, path in re.findall(r"\[(video|image|document) saved: (.+)\]", result.stdout)
+    }
+    assert set(saved) == {"video", "image", "document"}, result.stdout
+    assert saved["video"].suffix == ".mp4" and saved["document"].suffix == ".srt"
+    with av.open(str(saved["video"])) as container:
+        [video] = container.streams.video
+        assert len(container.streams.audio) == 1
+        assert video.height > video.width  # 9:16
+        assert abs(float(container.duration or 0) / av.time_base - story_seconds(result.stdout)) <= 0.1
+    assert "Ready to post" in result.stdout and SANDBOX_FOOTER in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def story_seconds(printed: str) -> int:
+    """The story's length as the console showed it ("3 segments · 18 s")."""
+    match = re.search(r"3 segments · (\d+) s", printed)
+    assert match is not None, printed
+    return int(match.group(1))
 
 
 def test_a_bad_setting_is_one_line_and_exit_code_2(tmp_path: Path) -> None:

@@ -318,3 +318,19 @@ async def test_a_character_is_in_every_clip_and_every_clip_starts_from_its_image
     ]
     references = [part.get("inlineData") or part.get("inline_data") for part in thumbnail_parts]
     assert [base64.urlsafe_b64decode(inline["data"]) for inline in references if inline] == [hero]
+
+
+async def test_the_shorts_thumbnail_is_paid_for_with_the_short(make_runtime: RuntimeFactory) -> None:
+    runtime = await make_runtime()
+    runtime.senders["telegram"] = RecordingSender()
+    reply = await runtime.core.handle(short("a robot learns to paint segments=3 voice=none"), RecordingResponder())
+
+    assert not reply.is_error, reply.text
+    assert media_of(reply, "image"), "a thumbnail was made"
+    await runtime.ledger.flush()
+    async with sessions()() as session:
+        images = list(await session.scalars(select(UsageRecord).where(UsageRecord.images > 0)))
+    [thumbnail] = images
+    assert thumbnail.command == "short" and thumbnail.cost > 0
+    [parent] = await rows("short")
+    assert parent.cost is not None and parent.cost >= thumbnail.cost, "the short's cost includes its thumbnail"

@@ -12,14 +12,19 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from connectors.database import sessions
 from services.config import configure_services
 from services.jobs import DAMAGED_PAYLOAD, INTERRUPTED_SUBMISSION, JobAddress, JobLate, JobOutcome, JobService
+from services.ledger import UsageLedger
+from services.pricing import PriceTable
 from services.queue import JobExecutor, JobQueue
-from services.store.models import JobRecord, JobState, utcnow
+from services.shorts import ShortPayload, short_dir
+from services.store.models import JobRecord, JobState, UsageRecord, utcnow
+from services.story import Story, StorySegment
 from services.thumbnail import ThumbnailRequest
+from services.usage import Usage
 from services.video import VideoRequest
 from tests.bot.helpers import png_bytes
 from tests.conftest import TEST_SERVICE_CONFIG
@@ -110,6 +115,98 @@ async def test_a_job_interrupted_while_submitting_is_failed_not_resubmitted(
     outcome = await service.run(job_id)
     assert outcome is not None and outcome.error == INTERRUPTED_SUBMISSION
     assert veo.video_generation_requests == []
+
+
+async def stored_usage() -> list[tuple[str, str, int, int]]:
+    """The usage table as the database has it (nothing flushed first)."""
+    async with sessions()() as session:
+        rows = await session.execute(
+            select(UsageRecord.command, UsageRecord.model, UsageRecord.video_seconds, UsageRecord.images)
+        )
+        return sorted((str(c), str(m), int(v), int(i)) for c, m, v, i in rows)
+
+
+async def test_a_paid_result_and_its_usage_are_stored_together(
+    tmp_path: Path, database: str, upstreams: Upstreams
+) -> None:
+    """A crash right after a job is made must not lose what it used: the usage row is written with
+    the result, not left in the ledger's buffer for its next flush."""
+    ledger = UsageLedger(PriceTable(""), flush_every=3600)
+    service = JobService(tmp_path / "media", ledger=ledger, video_model="veo-3.0-fast-generate-001")
+    video = await service.create_video_job(ADDRESS, VideoRequest(prompt="a cat surfing", duration_seconds=4))
+    thumbnail = await service.create_thumbnail_job(ADDRESS, ThumbnailRequest(title="A cat surfs"))
+    for job_id in (video, thumbnail):
+        outcome = await service.run(job_id)
+        assert outcome is not None and outcome.ok, outcome
+    stored = await stored_usage()
+    assert [(command, seconds, images) for command, _, seconds, images in stored] == [
+        ("thumbnail", 0, 1),
+        ("video", 4, 0),
+    ]
+    job = await state_of(video)
+    assert job.cost == ledger.cost("veo-3.0-fast-generate-001", Usage(video_seconds=4)) > 0
+    assert await ledger.flush() == 0, "nothing was left to flush"
+    assert ledger.current("user", ADDRESS.user_key).today == job.cost + (await state_of(thumbnail)).cost
+
+
+async def test_a_paid_video_that_cannot_be_kept_is_still_accounted(
+    tmp_path: Path, database: str, upstreams: Upstreams
+) -> None:
+    ledger = UsageLedger(PriceTable(""), flush_every=3600)
+    service = JobService(tmp_path / "media", ledger=ledger)
+    (tmp_path / "media").mkdir()
+    (tmp_path / "media" / "results").write_text("not a folder")  # the result cannot be written
+    job_id = await service.create_video_job(ADDRESS, VideoRequest(prompt="a cat surfing", duration_seconds=4))
+    outcome = await service.run(job_id)
+    assert outcome is not None and not outcome.ok
+    await ledger.flush()
+    assert [(command, seconds) for command, _, seconds, _ in await stored_usage()] == [("video", 4)]
+
+
+async def test_a_shorts_own_paid_steps_are_stored_with_its_cost(
+    tmp_path: Path, database: str, upstreams: Upstreams
+) -> None:
+    ledger = UsageLedger(PriceTable(""), flush_every=3600)
+    service = JobService(tmp_path / "media", ledger=ledger)
+    short_id = await service.create_short_job(ADDRESS, ShortPayload(idea="a cat", segments=3, byte_budget=50 << 20))
+    short = await state_of(short_id)
+    await service.record_short_usage(short, [("gemini-2.5-flash", Usage(prompt_tokens=1000, completion_tokens=500))])
+    assert await stored_usage() == [("short", "gemini-2.5-flash", 0, 0)]
+    assert (await state_of(short_id)).cost == ledger.current("user", ADDRESS.user_key).today > 0
+
+
+async def test_a_shorts_clip_interrupted_while_submitting_is_not_made_again(
+    service: JobService, upstreams: Upstreams
+) -> None:
+    """A short does not make such a clip once more on its own: the first submission may have been
+    billed. The short fails, and /jobs retry (the creator's choice, reserved first) makes it."""
+    _, veo = upstreams
+    payload = ShortPayload(idea="a cat", segments=3, byte_budget=50 << 20, captions=False)
+    short_id = await service.create_short_job(ADDRESS, payload)
+    story = Story(
+        title="A cat",
+        idea="a cat",
+        segments=[
+            StorySegment(number=n, narration=f"line {n}", visual_prompt=f"shot {n}", duration_seconds=4)
+            for n in (1, 2, 3)
+        ],
+    )
+    work = short_dir(service.media_dir, short_id)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "story.json").write_text(story.model_dump_json(), encoding="utf-8")
+    clip_ids = await service.clip_jobs(await state_of(short_id), payload, story)
+    async with sessions().begin() as session:  # as a crash during clip 2's paid call leaves it
+        await session.execute(update(JobRecord).where(JobRecord.id == clip_ids[1]).values(state=JobState.SUBMITTING))
+    outcome = await service.run(short_id)
+    assert outcome is not None and not outcome.ok
+    assert "segment 2" in (outcome.error or "") and "not charged twice" in (outcome.error or "")
+    submitted = [json.dumps(request.json) for request in veo.video_generation_requests]
+    assert len(submitted) == 2 and not any("shot 2" in body for body in submitted)
+
+    await service.retry(ADDRESS.user_key, short_id[:8])
+    retried = await service.run(short_id)
+    assert retried is not None and retried.ok, retried
+    assert len(veo.video_generation_requests) == 3, "the retry made only clip 2"
 
 
 async def test_a_corrupt_payload_fails_with_a_message_while_others_continue(
