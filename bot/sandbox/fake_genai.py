@@ -103,6 +103,7 @@ class _Operation:
     outcome: VideoOutcome
     samples: int
     storage_uri: str | None
+    render_seconds: float = 0.0
     file_ids: list[str] = field(default_factory=list)
     polls: int = 0
 
@@ -229,11 +230,19 @@ class SandboxGenAI(LoopbackUpstream):
         seconds = parameters.get("durationSeconds")
         seconds = seconds if isinstance(seconds, int | float) and not isinstance(seconds, bool) else 8
         aspect = parameters.get("aspectRatio")
-        return tiny_mp4(float(min(max(seconds, 1), MAX_CLIP_SECONDS)), aspect if isinstance(aspect, str) else "16:9")
+        return self.clip(float(min(max(seconds, 1), MAX_CLIP_SECONDS)), aspect if isinstance(aspect, str) else "16:9")
+
+    def clip(self, seconds: float, aspect: str) -> bytes:
+        """The MP4 a finished video contains: a tiny real clip (benchmarks make bigger ones)."""
+        return tiny_mp4(seconds, aspect)
 
     def next_video_outcome(self, prompt: str) -> VideoOutcome:
         """How the video asked for with ``prompt`` will end (the same for every video in the sandbox)."""
         return self.video_outcome
+
+    def render_seconds(self, prompt: str) -> float:
+        """How long the video asked for with ``prompt`` takes to render (``video_seconds`` for all)."""
+        return self.video_seconds
 
     def _create_operation(self, model: str, prefix: str, body: dict[str, Any]) -> web.Response:
         instances = body.get("instances")
@@ -261,6 +270,7 @@ class SandboxGenAI(LoopbackUpstream):
             outcome=self.next_video_outcome(str(instance.get("prompt") or "")),
             samples=samples,
             storage_uri=storage if isinstance(storage, str) and storage else None,
+            render_seconds=self.render_seconds(str(instance.get("prompt") or "")),
         )
         if operation.outcome in ("ok", "gcs", "oversize", "not_mp4"):
             data = self._video_bytes(operation.outcome, parameters)
@@ -285,7 +295,8 @@ class SandboxGenAI(LoopbackUpstream):
         if operation is None:
             return self._error(404, f"Sandbox: operation {name!r} not found.")
         operation.polls += 1
-        done = operation.polls >= self.polls_until_done and time.monotonic() - operation.created >= self.video_seconds
+        rendered = time.monotonic() - operation.created >= operation.render_seconds
+        done = operation.polls >= self.polls_until_done and rendered
         if not done:
             return json_response({"name": name, "done": False})
         return json_response(self._done_body(operation))
