@@ -154,3 +154,69 @@ async def test_kill_a_worker_mid_render_on_postgres_and_redis(
             worker.kill()
             await worker.wait()
         await telegram.stop()
+
+
+async def test_a_short_on_a_worker_killed_mid_render_is_finished_by_the_next_worker(
+    tmp_path: Path, sandbox: dict[str, str], postgres_url: str, redis_url: str
+) -> None:
+    """The bot answers at once that the short is queued; a worker makes it. Kill -9 that worker while
+    its three clips render: the next worker takes the short back, polls the clips by name, stitches
+    and posts the short once, with every clip paid once."""
+    telegram = FakeTelegramAPI(TOKEN)
+    await telegram.start()
+    env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_TOKEN", "_BASE_URL"))}
+    env.update(
+        NO_PROXY="127.0.0.1,localhost",
+        TELEGRAM_BOT_TOKEN=TOKEN,
+        TELEGRAM_API_BASE_URL=telegram.api_base,
+        TELEGRAM_FILE_BASE_URL=telegram.file_base,
+        TELEGRAM_LOCAL_API="false",
+        OPENROUTER_BASE_URL=sandbox["openrouter"],
+        GOOGLE_API_KEY="test-google-key",
+        GENAI_BASE_URL=sandbox["genai"],
+        DATABASE_URL=postgres_url,
+        REDIS_URL=redis_url,
+        JOB_QUEUE_NAME=f"reelwright:e2e:{uuid.uuid4().hex}",
+        REDIS_KEY_PREFIX=f"reelwright:e2e:{uuid.uuid4().hex}",
+        MEDIA_DIR=str(tmp_path / "media"),
+        CONFIRM_ABOVE_USD="0",
+        BUDGET_USER_DAILY_USD="100",
+        BUDGET_CHAT_DAILY_USD="100",
+        SHORT_LONG_SIDE="256",
+        VIDEO_POLL_INITIAL_SECONDS="0.2",
+        VIDEO_POLL_MAX_SECONDS="0.5",
+        JOB_SWEEP_SECONDS="0.5",
+    )
+    bot = await start_process(str(BIN / "reelwright"), "run", env=env, cwd=tmp_path)
+    worker = await start_process(str(BIN / "reelwright"), "worker", env=env, cwd=tmp_path)
+    replacement = None
+    try:
+        await telegram.wait_for_call("setMyCommands")
+        await telegram.send_command(101, "/short a lighthouse keeper befriends a storm segments=3")
+
+        async def clips_rendering() -> bool:
+            states = await job_states(postgres_url)
+            return (await routes(sandbox["genai"])).get("predictLongRunning", 0) == 3 and states.count("running") == 4
+
+        await until(clips_rendering, "the short and its three clips to be rendering")
+        worker.send_signal(signal.SIGKILL)
+        await worker.wait()
+        replacement = await start_process(str(BIN / "reelwright"), "worker", env=env, cwd=tmp_path)
+
+        async def delivered() -> bool:
+            return sorted(await job_states(postgres_url)) == ["delivered"] * 4
+
+        await until(delivered, "the short to be delivered", attempts=3000)
+        assert [call.chat_id for call in telegram.calls_of("sendVideo")] == [101]
+        assert (await routes(sandbox["genai"]))["predictLongRunning"] == 3
+        texts = [str(call.params.get("text", "")) for call in telegram.calls_of("sendMessage")]
+        assert any("queued" in text for text in texts), texts
+    finally:
+        for process in (bot, replacement):
+            if process is not None and process.returncode is None:
+                process.terminate()
+                await process.wait()
+        if worker.returncode is None:
+            worker.kill()
+            await worker.wait()
+        await telegram.stop()
