@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import wave
 
+import av
 from pydantic import BaseModel, ConfigDict, Field
 
 from connectors import genai_connector
@@ -68,3 +69,51 @@ async def narrate(text: str, voice: str | None = None) -> Narration:
         voice=voice_name,
         usage=usage,
     )
+
+
+#: Narration longer than its clip is sped up by at most this much (still natural speech); the stitch
+#: cuts whatever is still too long.
+MAX_SPEEDUP = 1.3
+#: Kept free at the end of a segment, so one sentence does not run into the next clip's.
+TAIL_SECONDS = 0.2
+
+
+def fit_to(wav: bytes, seconds: float) -> bytes:
+    """``wav`` sped up (pitch kept, FFmpeg's ``atempo``) to end ``TAIL_SECONDS`` before ``seconds``,
+    by at most ``MAX_SPEEDUP``; unchanged when it already fits. Blocking: run it in a thread."""
+    with wave.open(io.BytesIO(wav)) as source:
+        rate, frames = source.getframerate(), source.getnframes()
+    spoken = frames / rate
+    room = max(seconds - TAIL_SECONDS, 0.5)
+    if spoken <= room:
+        return wav
+    tempo = min(spoken / room, MAX_SPEEDUP)
+    output = io.BytesIO()
+    with av.open(io.BytesIO(wav), "r", format="wav") as container, av.open(output, "w", format="wav") as out:
+        stream = container.streams.audio[0]
+        encoder = out.add_stream("pcm_s16le", rate=rate, layout="mono")
+        graph = av.filter.Graph()
+        source_node = graph.add_abuffer(template=stream)
+        tempo_node = graph.add("atempo", f"{tempo:.4f}")
+        sink = graph.add("abuffersink")
+        source_node.link_to(tempo_node)
+        tempo_node.link_to(sink)
+        graph.configure()
+        for frame in container.decode(stream):
+            graph.push(frame)
+            _drain(graph, encoder, out)
+        graph.push(None)
+        _drain(graph, encoder, out)
+        out.mux(encoder.encode(None))
+    return output.getvalue()
+
+
+def _drain(graph: av.filter.Graph, encoder: av.AudioStream, out: av.container.OutputContainer) -> None:
+    while True:
+        try:
+            frame = graph.pull()
+        except (av.BlockingIOError, av.EOFError):
+            return
+        assert isinstance(frame, av.AudioFrame)
+        frame.pts = None
+        out.mux(encoder.encode(frame))

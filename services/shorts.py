@@ -36,7 +36,7 @@ from services.budgets import Reservation
 from services.characters import CharacterProfile
 from services.config import ServiceConfig, service_config
 from services.metering import Meter, current_meter
-from services.narration import clean_voice, narrate
+from services.narration import clean_voice, fit_to, narrate
 from services.prompts import clean_prompt
 from services.stitch import (
     JoinRequest,
@@ -52,7 +52,7 @@ from services.stitch import (
     stitch,
     video_bitrate,
 )
-from services.story import Story, StoryRequest, generate_story_segments
+from services.story import Story, StoryRequest, StorySegment, generate_story_segments
 from services.structured import generate_structured
 from services.thumbnail import ThumbnailRequest, generate_thumbnail_image
 from services.usage import Usage
@@ -232,10 +232,7 @@ class ShortPipeline:
                 late_told = True
                 await on_late(elapsed)
 
-        narrations = [
-            asyncio.ensure_future(self._narration(job, work, seg.number, seg.narration, payload.voice))
-            for seg in story.segments
-        ]
+        narrations = [asyncio.ensure_future(self._narration(job, work, seg, payload.voice)) for seg in story.segments]
         config = service_config()
         bitrate = video_bitrate(payload.byte_budget, sum(seg.duration_seconds for seg in story.segments), pieces=total)
         clips: list[Path | None] = [None] * total
@@ -432,14 +429,16 @@ class ShortPipeline:
             user_message=f"segment {number}: {outcome.error if outcome else 'no clip'}",
         )
 
-    async def _narration(self, job: JobRecord, work: Path, number: int, text: str, voice: str | None) -> Path | None:
-        if voice is None or not text.strip():
+    async def _narration(self, job: JobRecord, work: Path, segment: StorySegment, voice: str | None) -> Path | None:
+        """The segment's narration, sped up a little if the voice runs longer than the clip."""
+        if voice is None or not segment.narration.strip():
             return None
-        path = work / f"narration-{number}.wav"
+        path = work / f"narration-{segment.number}.wav"
         if await asyncio.to_thread(path.is_file):
             return path
-        spoken = await self._paid(job, narrate(text, voice))
-        await asyncio.to_thread(_write_bytes, path, spoken.wav)
+        spoken = await self._paid(job, narrate(segment.narration, voice))
+        fitted = await asyncio.to_thread(fit_to, spoken.wav, segment.duration_seconds)
+        await asyncio.to_thread(_write_bytes, path, fitted)
         return path
 
     async def _thumbnail(self, job: JobRecord, payload: ShortPayload, work: Path, story: Story) -> tuple[str, str]:

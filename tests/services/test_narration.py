@@ -17,7 +17,7 @@ from connectors import genai_connector
 from connectors.errors import RateLimited, UpstreamUnavailable, UserInputError
 from services.config import ServiceConfig, configure_services
 from services.metering import Meter, current_meter
-from services.narration import narrate
+from services.narration import MAX_SPEEDUP, TAIL_SECONDS, fit_to, narrate, pcm_to_wav
 from services.pricing import PriceTable
 from services.stitch import Segment, StitchRequest, stitch
 from tests.conftest import TEST_SERVICE_CONFIG, genai_config
@@ -136,3 +136,36 @@ async def test_the_stitch_mixes_a_narration_over_its_clip(speech_fake: FakeGenAI
     spoken = (0.2, 0.9)
     assert _level(_sound(voiced.video, *spoken), SPEECH_HZ) > 4 * _level(_sound(plain.video, *spoken), SPEECH_HZ)
     assert _level(_sound(voiced.video, *spoken), TONE_HZ) < _level(_sound(plain.video, *spoken), TONE_HZ)
+
+
+def _wav_seconds(wav: bytes) -> float:
+    with wave.open(io.BytesIO(wav)) as source:
+        return source.getnframes() / source.getframerate()
+
+
+def _dominant_hz(wav: bytes) -> float:
+    import numpy as np
+
+    with wave.open(io.BytesIO(wav)) as source:
+        samples = np.frombuffer(source.readframes(source.getnframes()), dtype="<i2").astype(np.float64)
+        rate = source.getframerate()
+    spectrum = np.abs(np.fft.rfft(samples))
+    return float(np.fft.rfftfreq(len(samples), 1 / rate)[int(np.argmax(spectrum[1:])) + 1])
+
+
+def test_narration_longer_than_its_clip_is_sped_up_to_fit_keeping_its_pitch() -> None:
+    from bot.sandbox.media import speech_pcm
+
+    wav = pcm_to_wav(speech_pcm(7.0), 24_000)
+    fitted = fit_to(wav, 6.0)
+    assert abs(_wav_seconds(fitted) - (6.0 - TAIL_SECONDS)) < 0.05
+    assert abs(_dominant_hz(fitted) - SPEECH_HZ) < 5, "atempo changes the speed, not the voice's pitch"
+
+
+def test_narration_is_sped_up_at_most_so_much_and_left_alone_when_it_fits() -> None:
+    from bot.sandbox.media import speech_pcm
+
+    much_too_long = pcm_to_wav(speech_pcm(16.0), 24_000)
+    assert abs(_wav_seconds(fit_to(much_too_long, 8.0)) - 16.0 / MAX_SPEEDUP) < 0.05
+    fits = pcm_to_wav(speech_pcm(3.0), 24_000)
+    assert fit_to(fits, 4.0) is fits
