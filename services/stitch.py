@@ -434,20 +434,19 @@ def _overlay(text: str, width: int, height: int) -> _Overlay | None:
     return _Overlay(tuple(planes)) if planes else None
 
 
-def _blend(frame: av.VideoFrame, overlay: _Overlay) -> av.VideoFrame:
-    """``frame`` (yuv420p) with the caption blended in; only the caption's rows are touched."""
-    data = frame.to_ndarray()
-    height, width = frame.height, frame.width
-    y = data[:height]
-    u = data[height : height + height // 4].reshape(height // 2, width // 2)
-    v = data[height + height // 4 :].reshape(height // 2, width // 2)
+def _blend_in_place(frame: av.VideoFrame, overlay: _Overlay) -> None:
+    """Blend the caption into ``frame`` (yuv420p), touching only the caption's rows of each plane.
+
+    Writing into the frame's own planes (copied first only if the decoder still holds them) spares two
+    whole-picture copies per frame, a fifth of the CPU that is not x264's.
+    """
+    frame.make_writable()
+    planes = frame.planes
     for index, top, bottom, plane_width, premultiplied, inverse_alpha in overlay.planes:
-        plane = (y, u, v)[index]
-        region = plane[top:bottom, :plane_width]
+        plane = planes[index]
+        rows = np.frombuffer(memoryview(plane), dtype=np.uint8).reshape(-1, plane.line_size)
+        region = rows[top:bottom, :plane_width]
         region[...] = ((region * inverse_alpha + premultiplied + 127) // 255).astype(np.uint8)
-    out = av.VideoFrame.from_ndarray(data, format="yuv420p")
-    out.pts = frame.pts
-    return out
 
 
 # -- audio ------------------------------------------------------------------------------------------
@@ -544,13 +543,17 @@ def _clip_frames(path: Path, width: int, height: int, fps: int) -> Iterator[av.V
         yield from _pull_all(graph)
 
 
-def _segment_frames(path: Path, count: int, width: int, height: int, fps: int) -> Iterator[av.VideoFrame]:
-    """Exactly ``count`` frames: the clip's, the last one held if the clip runs short."""
+def _segment_frames(
+    path: Path, count: int, width: int, height: int, fps: int, overlay: _Overlay | None
+) -> Iterator[av.VideoFrame]:
+    """Exactly ``count`` frames with the caption in: the clip's, the last one held if the clip runs short."""
     produced = 0
     last: av.VideoFrame | None = None
     for frame in _clip_frames(path, width, height, fps):
         if produced >= count:
             break
+        if overlay is not None:
+            _blend_in_place(frame, overlay)
         last = frame
         produced += 1
         yield frame
@@ -656,8 +659,7 @@ def _mux_segment(
     pending = next(audio_frames, None)
     overlay = _overlay(_clean_caption(segment.text), width, height) if captions else None
     frame_index = first_frame
-    for picture in _segment_frames(segment.clip, count, width, height, fps):
-        frame = _blend(picture, overlay) if overlay is not None else picture
+    for frame in _segment_frames(segment.clip, count, width, height, fps, overlay):
         frame.pts = frame_index
         frame.time_base = frame_time
         frame.pict_type = av.video.frame.PictureType.NONE
