@@ -476,10 +476,16 @@ def _decode_audio(path: Path, samples: int) -> npt.NDArray[np.float32]:
 
 
 def _smooth(values: npt.NDArray[np.float32], width: int) -> npt.NDArray[np.float32]:
+    """A moving average over ``width`` samples, centred like ``np.convolve(..., mode="same")`` with a box
+    kernel, from running sums: linear in the length, where the convolution costs ``width`` times more."""
     if width <= 1:
         return values
-    kernel = np.ones(width, dtype=np.float32) / width
-    smoothed: npt.NDArray[np.float32] = np.convolve(values, kernel, mode="same").astype(np.float32)
+    count = values.shape[0]
+    running = np.concatenate(([0.0], np.cumsum(values, dtype=np.float64)))
+    last = np.arange(count) + (width - 1) // 2
+    ends = np.minimum(last + 1, count)
+    starts = np.clip(last + 1 - width, 0, count)
+    smoothed: npt.NDArray[np.float32] = ((running[ends] - running[starts]) / width).astype(np.float32)
     return smoothed
 
 
@@ -493,7 +499,8 @@ def _duck_and_mix(clip: npt.NDArray[np.float32], narration: npt.NDArray[np.float
     power = np.square(narration[:, : count * window]).mean(axis=0).reshape(count, window).mean(axis=1)
     speaking = (np.sqrt(power) > _SPEECH_RMS).astype(np.float32)
     hold = max(1, round(_SPEECH_HOLD_SECONDS * 50))
-    speaking = np.minimum(1.0, np.convolve(speaking, np.ones(2 * hold + 1, dtype=np.float32), mode="same"))
+    held = np.convolve(speaking, np.ones(2 * hold + 1, dtype=np.float32), mode="full")[hold : hold + count]
+    speaking = np.minimum(1.0, held)
     per_sample = np.repeat(speaking, window)
     per_sample = np.pad(per_sample, (0, clip.shape[1] - per_sample.shape[0]), mode="edge")
     per_sample = _smooth(per_sample.astype(np.float32), round(_DUCK_RAMP_SECONDS * AUDIO_RATE))

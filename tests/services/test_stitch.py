@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bot.sandbox.media import CLIP_SIZES, tiny_mp4
+from bot.sandbox.media import CLIP_SIZES, encode_clip, tiny_mp4
 from connectors.errors import UserInputError
 from services.stitch import (
     AUDIO_BITRATE,
@@ -569,3 +569,14 @@ def test_first_frame_jpeg_of_an_unreadable_clip_fails(tmp_path: Path) -> None:
     broken.write_bytes(b"<html>not a video</html>")
     with pytest.raises(StitchFailed, match=r"broken\.mp4"):
         first_frame_jpeg(broken)
+
+
+def test_a_narrated_segment_shorter_than_the_ducking_ramp_is_encoded(tmp_path: Path) -> None:
+    clip = tmp_path / "blink.mp4"
+    clip.write_bytes(encode_clip(0.04, (144, 256), 25, (40, 90, 160)))
+    narration = _noise_wav(tmp_path / "voice.wav", 0.5, 1)
+    request = PieceRequest(
+        Segment(clip, "Blink.", narration), tmp_path / "p.mp4", captions=True, **{**PIECE, "fps": 24}
+    )  # type: ignore[arg-type]
+    piece = piece_in_this_process(request)
+    assert piece.duration == 1 / 24 and _video_frames(piece.path) == 1
