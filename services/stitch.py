@@ -109,8 +109,12 @@ MAX_VIDEO_BITRATE = 8_000_000
 #: x264's constant quality: good for a phone screen. The budget's bitrate caps it (VBV), so a simple
 #: picture makes a small file and a busy one still fits the upload limit.
 CRF = 21
-#: x264 preset, optionally followed by x264 options (``"veryfast:subme=1"``): CPU against file size.
-DEFAULT_PRESET = "veryfast"
+#: x264 preset, optionally followed by x264 options: CPU against file size and quality. veryfast with
+#: the cheapest sub-pixel refinement and diamond motion search spends about 30 % less x264 CPU than plain
+#: veryfast for 7-23 % more bytes at the same PSNR (and the same PSNR when the budget caps the bitrate);
+#: superfast costs as much CPU for 50-60 % more bytes, and ultrafast, half the CPU, loses 5.6 dB of
+#: PSNR when the budget caps it (figures in docs/short.md, from bench/bench_short.py).
+DEFAULT_PRESET = "veryfast:subme=1:me=dia"
 #: Keyframe interval in seconds. Pieces use it as a fixed GOP (no scene-cut keyframes): every piece
 #: starts with an IDR frame and all pieces have the same structure.
 GOP_SECONDS = 2
@@ -611,13 +615,16 @@ def _plan(request: StitchRequest, clips: list[_ClipInfo]) -> _Plan:
 def _x264_options(preset: str, bitrate: int, fps: int, *, fixed_gop: bool) -> dict[str, str]:
     """libx264's options: ``preset`` is a preset name, optionally followed by ``:key=value`` x264 options.
 
-    ``fixed_gop`` makes every encode with the same settings produce the same parameter sets and GOP
-    structure (``stitchable``, no scene-cut keyframes), so that pieces can be joined by stream copy.
+    ``fixed_gop`` (pieces) makes every encode with the same settings produce the same parameter sets and
+    GOP structure (``stitchable``, no scene-cut keyframes), so that pieces can be joined by stream copy.
+    A piece also encodes on one thread unless ``preset`` says otherwise: pieces run side by side
+    (``configure_stitching``), which keeps the cores busy without x264's frame-threading overhead
+    (5-10 % of its CPU), and one 8-second piece takes a couple of seconds even so.
     """
     name, _, extra = preset.partition(":")
     params = [param for param in extra.split(":") if param]
     if fixed_gop:
-        params += ["stitchable=1", "scenecut=0"]
+        params = ["threads=1", *params, "stitchable=1", "scenecut=0"]
     options = {
         "preset": name,
         "crf": str(CRF),
@@ -1054,7 +1061,8 @@ def join_in_this_process(request: JoinRequest) -> StitchResult:
 
 
 def first_frame_jpeg(clip: Path, max_side: int = 320) -> bytes:
-    """The clip's first picture as a small JPEG (a contact sheet's tile), upright, longest side ``max_side``.
+    """The clip's first picture as a small JPEG (a contact sheet's tile), upright, its longer side at most
+    ``max_side`` (never enlarged).
 
     Blocking but quick: only the first picture is decoded.
     """
