@@ -32,6 +32,7 @@ from services.stitch import (
     join_in_this_process,
     join_pieces,
     piece_in_this_process,
+    shutdown_stitches,
     stitch,
     stitch_in_this_process,
     stitch_pids,
@@ -500,6 +501,23 @@ async def test_cancelling_a_piece_kills_its_process_and_removes_the_partial_file
         await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not _alive(pid) and stitch_pids() == []
+    assert _names(tmp_path) == [clip.name]
+
+
+async def test_shutdown_kills_a_running_piece(tmp_path: Path) -> None:
+    clip = _clip(tmp_path, 8.0)
+    request = PieceRequest(
+        Segment(clip, "words"), tmp_path / "big.mp4", "9:16", True, 4_000_000, long_side=1920, fps=30
+    )
+    task = asyncio.create_task(encode_piece(request))
+    while not (tmp_path / ".big.mp4.partial").exists():
+        assert not task.done()
+        await asyncio.sleep(0.01)
+    (pid,) = stitch_pids()
+    shutdown_stitches()
+    with pytest.raises(StitchFailed, match="ended with code"):
         await task
     assert not _alive(pid) and stitch_pids() == []
     assert _names(tmp_path) == [clip.name]
