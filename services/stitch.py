@@ -109,8 +109,12 @@ MAX_VIDEO_BITRATE = 8_000_000
 #: x264's constant quality: good for a phone screen. The budget's bitrate caps it (VBV), so a simple
 #: picture makes a small file and a busy one still fits the upload limit.
 CRF = 21
-#: x264 preset, optionally followed by x264 options (``"veryfast:subme=1"``): CPU against file size.
-DEFAULT_PRESET = "veryfast"
+#: x264 preset, optionally followed by x264 options: CPU against file size and quality. veryfast with
+#: the cheapest sub-pixel refinement and diamond motion search spends about 30 % less x264 CPU than plain
+#: veryfast for 7-23 % more bytes at the same PSNR (and the same PSNR when the budget caps the bitrate);
+#: superfast costs as much CPU for 50-60 % more bytes, and ultrafast, half the CPU, loses 5.6 dB of
+#: PSNR when the budget caps it (figures in docs/short.md, from bench/bench_short.py).
+DEFAULT_PRESET = "veryfast:subme=1:me=dia"
 #: Keyframe interval in seconds. Pieces use it as a fixed GOP (no scene-cut keyframes): every piece
 #: starts with an IDR frame and all pieces have the same structure.
 GOP_SECONDS = 2
@@ -434,20 +438,19 @@ def _overlay(text: str, width: int, height: int) -> _Overlay | None:
     return _Overlay(tuple(planes)) if planes else None
 
 
-def _blend(frame: av.VideoFrame, overlay: _Overlay) -> av.VideoFrame:
-    """``frame`` (yuv420p) with the caption blended in; only the caption's rows are touched."""
-    data = frame.to_ndarray()
-    height, width = frame.height, frame.width
-    y = data[:height]
-    u = data[height : height + height // 4].reshape(height // 2, width // 2)
-    v = data[height + height // 4 :].reshape(height // 2, width // 2)
+def _blend_in_place(frame: av.VideoFrame, overlay: _Overlay) -> None:
+    """Blend the caption into ``frame`` (yuv420p), touching only the caption's rows of each plane.
+
+    Writing into the frame's own planes (copied first only if the decoder still holds them) spares two
+    whole-picture copies per frame, a fifth of the CPU that is not x264's.
+    """
+    frame.make_writable()
+    planes = frame.planes
     for index, top, bottom, plane_width, premultiplied, inverse_alpha in overlay.planes:
-        plane = (y, u, v)[index]
-        region = plane[top:bottom, :plane_width]
+        plane = planes[index]
+        rows = np.frombuffer(memoryview(plane), dtype=np.uint8).reshape(-1, plane.line_size)
+        region = rows[top:bottom, :plane_width]
         region[...] = ((region * inverse_alpha + premultiplied + 127) // 255).astype(np.uint8)
-    out = av.VideoFrame.from_ndarray(data, format="yuv420p")
-    out.pts = frame.pts
-    return out
 
 
 # -- audio ------------------------------------------------------------------------------------------
@@ -477,10 +480,16 @@ def _decode_audio(path: Path, samples: int) -> npt.NDArray[np.float32]:
 
 
 def _smooth(values: npt.NDArray[np.float32], width: int) -> npt.NDArray[np.float32]:
+    """A moving average over ``width`` samples, centred like ``np.convolve(..., mode="same")`` with a box
+    kernel, from running sums: linear in the length, where the convolution costs ``width`` times more."""
     if width <= 1:
         return values
-    kernel = np.ones(width, dtype=np.float32) / width
-    smoothed: npt.NDArray[np.float32] = np.convolve(values, kernel, mode="same").astype(np.float32)
+    count = values.shape[0]
+    running = np.concatenate(([0.0], np.cumsum(values, dtype=np.float64)))
+    last = np.arange(count) + (width - 1) // 2
+    ends = np.minimum(last + 1, count)
+    starts = np.clip(last + 1 - width, 0, count)
+    smoothed: npt.NDArray[np.float32] = ((running[ends] - running[starts]) / width).astype(np.float32)
     return smoothed
 
 
@@ -494,7 +503,8 @@ def _duck_and_mix(clip: npt.NDArray[np.float32], narration: npt.NDArray[np.float
     power = np.square(narration[:, : count * window]).mean(axis=0).reshape(count, window).mean(axis=1)
     speaking = (np.sqrt(power) > _SPEECH_RMS).astype(np.float32)
     hold = max(1, round(_SPEECH_HOLD_SECONDS * 50))
-    speaking = np.minimum(1.0, np.convolve(speaking, np.ones(2 * hold + 1, dtype=np.float32), mode="same"))
+    held = np.convolve(speaking, np.ones(2 * hold + 1, dtype=np.float32), mode="full")[hold : hold + count]
+    speaking = np.minimum(1.0, held)
     per_sample = np.repeat(speaking, window)
     per_sample = np.pad(per_sample, (0, clip.shape[1] - per_sample.shape[0]), mode="edge")
     per_sample = _smooth(per_sample.astype(np.float32), round(_DUCK_RAMP_SECONDS * AUDIO_RATE))
@@ -544,13 +554,17 @@ def _clip_frames(path: Path, width: int, height: int, fps: int) -> Iterator[av.V
         yield from _pull_all(graph)
 
 
-def _segment_frames(path: Path, count: int, width: int, height: int, fps: int) -> Iterator[av.VideoFrame]:
-    """Exactly ``count`` frames: the clip's, the last one held if the clip runs short."""
+def _segment_frames(
+    path: Path, count: int, width: int, height: int, fps: int, overlay: _Overlay | None
+) -> Iterator[av.VideoFrame]:
+    """Exactly ``count`` frames with the caption in: the clip's, the last one held if the clip runs short."""
     produced = 0
     last: av.VideoFrame | None = None
     for frame in _clip_frames(path, width, height, fps):
         if produced >= count:
             break
+        if overlay is not None:
+            _blend_in_place(frame, overlay)
         last = frame
         produced += 1
         yield frame
@@ -601,13 +615,16 @@ def _plan(request: StitchRequest, clips: list[_ClipInfo]) -> _Plan:
 def _x264_options(preset: str, bitrate: int, fps: int, *, fixed_gop: bool) -> dict[str, str]:
     """libx264's options: ``preset`` is a preset name, optionally followed by ``:key=value`` x264 options.
 
-    ``fixed_gop`` makes every encode with the same settings produce the same parameter sets and GOP
-    structure (``stitchable``, no scene-cut keyframes), so that pieces can be joined by stream copy.
+    ``fixed_gop`` (pieces) makes every encode with the same settings produce the same parameter sets and
+    GOP structure (``stitchable``, no scene-cut keyframes), so that pieces can be joined by stream copy.
+    A piece also encodes on one thread unless ``preset`` says otherwise: pieces run side by side
+    (``configure_stitching``), which keeps the cores busy without x264's frame-threading overhead
+    (5-10 % of its CPU), and one 8-second piece takes a couple of seconds even so.
     """
     name, _, extra = preset.partition(":")
     params = [param for param in extra.split(":") if param]
     if fixed_gop:
-        params += ["stitchable=1", "scenecut=0"]
+        params = ["threads=1", *params, "stitchable=1", "scenecut=0"]
     options = {
         "preset": name,
         "crf": str(CRF),
@@ -656,8 +673,7 @@ def _mux_segment(
     pending = next(audio_frames, None)
     overlay = _overlay(_clean_caption(segment.text), width, height) if captions else None
     frame_index = first_frame
-    for picture in _segment_frames(segment.clip, count, width, height, fps):
-        frame = _blend(picture, overlay) if overlay is not None else picture
+    for frame in _segment_frames(segment.clip, count, width, height, fps, overlay):
         frame.pts = frame_index
         frame.time_base = frame_time
         frame.pict_type = av.video.frame.PictureType.NONE
@@ -1045,7 +1061,8 @@ def join_in_this_process(request: JoinRequest) -> StitchResult:
 
 
 def first_frame_jpeg(clip: Path, max_side: int = 320) -> bytes:
-    """The clip's first picture as a small JPEG (a contact sheet's tile), upright, longest side ``max_side``.
+    """The clip's first picture as a small JPEG (a contact sheet's tile), upright, its longer side at most
+    ``max_side`` (never enlarged).
 
     Blocking but quick: only the first picture is decoded.
     """

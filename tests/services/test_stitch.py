@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bot.sandbox.media import CLIP_SIZES, tiny_mp4
+from bot.sandbox.media import CLIP_SIZES, encode_clip, tiny_mp4
 from connectors.errors import UserInputError
 from services.stitch import (
     AUDIO_BITRATE,
@@ -32,6 +32,7 @@ from services.stitch import (
     join_in_this_process,
     join_pieces,
     piece_in_this_process,
+    shutdown_stitches,
     stitch,
     stitch_in_this_process,
     stitch_pids,
@@ -505,6 +506,23 @@ async def test_cancelling_a_piece_kills_its_process_and_removes_the_partial_file
     assert _names(tmp_path) == [clip.name]
 
 
+async def test_shutdown_kills_a_running_piece(tmp_path: Path) -> None:
+    clip = _clip(tmp_path, 8.0)
+    request = PieceRequest(
+        Segment(clip, "words"), tmp_path / "big.mp4", "9:16", True, 4_000_000, long_side=1920, fps=30
+    )
+    task = asyncio.create_task(encode_piece(request))
+    while not (tmp_path / ".big.mp4.partial").exists():
+        assert not task.done()
+        await asyncio.sleep(0.01)
+    (pid,) = stitch_pids()
+    shutdown_stitches()
+    with pytest.raises(StitchFailed, match="ended with code"):
+        await task
+    assert not _alive(pid) and stitch_pids() == []
+    assert _names(tmp_path) == [clip.name]
+
+
 @pytest.fixture
 def one_at_a_time() -> Iterator[None]:
     configure_stitching(1)
@@ -569,3 +587,14 @@ def test_first_frame_jpeg_of_an_unreadable_clip_fails(tmp_path: Path) -> None:
     broken.write_bytes(b"<html>not a video</html>")
     with pytest.raises(StitchFailed, match=r"broken\.mp4"):
         first_frame_jpeg(broken)
+
+
+def test_a_narrated_segment_shorter_than_the_ducking_ramp_is_encoded(tmp_path: Path) -> None:
+    clip = tmp_path / "blink.mp4"
+    clip.write_bytes(encode_clip(0.04, (144, 256), 25, (40, 90, 160)))
+    narration = _noise_wav(tmp_path / "voice.wav", 0.5, 1)
+    request = PieceRequest(
+        Segment(clip, "Blink.", narration), tmp_path / "p.mp4", captions=True, **{**PIECE, "fps": 24}
+    )  # type: ignore[arg-type]
+    piece = piece_in_this_process(request)
+    assert piece.duration == 1 / 24 and _video_frames(piece.path) == 1
