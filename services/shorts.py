@@ -233,6 +233,11 @@ class ShortPipeline:
                 await on_late(elapsed)
 
         narrations = [asyncio.ensure_future(self._narration(job, work, seg, payload.voice)) for seg in story.segments]
+        # Neither waits for a clip: both are ready long before the last one is.
+        extras = asyncio.gather(
+            self._optional(self._thumbnail(job, payload, work, story), "thumbnail"),
+            self._optional(self._copy(job, work, story), "copy"),
+        )
         config = service_config()
         bitrate = video_bitrate(payload.byte_budget, sum(seg.duration_seconds for seg in story.segments), pieces=total)
         clips: list[Path | None] = [None] * total
@@ -266,10 +271,12 @@ class ShortPipeline:
         await tell(ShortProgress(stage="clips", done=0, total=total))
         try:
             results = await asyncio.gather(*(segment(i) for i in range(total)), return_exceptions=True)
+            thumbnail, copy_text = await extras
         finally:
+            extras.cancel()
             for task in narrations:
                 task.cancel()
-            await asyncio.gather(*narrations, return_exceptions=True)
+            await asyncio.gather(*narrations, extras, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, Exception):
                 raise result  # cancelled: the short resumes after a restart
@@ -277,10 +284,6 @@ class ShortPipeline:
         if errors:
             raise ShortFailed("short pipeline failed", user_message=self._failure_message(job, errors))
         pieces = [result for result in results if isinstance(result, PieceResult)]
-        thumbnail, copy_text = await asyncio.gather(
-            self._optional(self._thumbnail(job, payload, work, story), "thumbnail"),
-            self._optional(self._copy(job, work, story), "copy"),
-        )
         joined = await self._join(work, pieces, story, payload, config.short_long_side)
         notes = [note for note in (story.note,) if note]
         if thumbnail is None:
