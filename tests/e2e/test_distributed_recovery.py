@@ -65,20 +65,23 @@ async def routes(base: str) -> dict[str, int]:
         return dict(stats["routes"])
 
 
-async def job_states(database_url: str) -> list[str]:
+async def job_states(database_url: str, kinds: tuple[str, ...] = ("video",)) -> list[str]:
+    """The states of the jobs of ``kinds`` (the database outlives each test)."""
     connection = await asyncpg.connect(database_url.replace("+asyncpg", ""))
     try:
         if not await connection.fetchval("SELECT to_regclass('jobs') IS NOT NULL"):
             return []
-        return [row["state"] for row in await connection.fetch("SELECT state FROM jobs")]
+        rows = await connection.fetch("SELECT state FROM jobs WHERE kind = ANY($1::text[])", list(kinds))
+        return [row["state"] for row in rows]
     finally:
         await connection.close()
 
 
 async def job_times(database_url: str, column: str) -> list[Any]:
+    """``column`` of the video jobs."""
     connection = await asyncpg.connect(database_url.replace("+asyncpg", ""))
     try:
-        return [row[0] for row in await connection.fetch(f"SELECT {column} FROM jobs")]
+        return [row[0] for row in await connection.fetch(f"SELECT {column} FROM jobs WHERE kind = 'video'")]
     finally:
         await connection.close()
 
@@ -195,7 +198,7 @@ async def test_a_short_on_a_worker_killed_mid_render_is_finished_by_the_next_wor
         await telegram.send_command(101, "/short a lighthouse keeper befriends a storm segments=3")
 
         async def clips_rendering() -> bool:
-            states = await job_states(postgres_url)
+            states = await job_states(postgres_url, ("short", "clip"))
             return (await routes(sandbox["genai"])).get("predictLongRunning", 0) == 3 and states.count("running") == 4
 
         await until(clips_rendering, "the short and its three clips to be rendering")
@@ -204,7 +207,7 @@ async def test_a_short_on_a_worker_killed_mid_render_is_finished_by_the_next_wor
         replacement = await start_process(str(BIN / "reelwright"), "worker", env=env, cwd=tmp_path)
 
         async def delivered() -> bool:
-            return sorted(await job_states(postgres_url)) == ["delivered"] * 4
+            return sorted(await job_states(postgres_url, ("short", "clip"))) == ["delivered"] * 4
 
         await until(delivered, "the short to be delivered", attempts=3000)
         assert [call.chat_id for call in telegram.calls_of("sendVideo")] == [101]

@@ -45,9 +45,9 @@ def sandbox() -> Iterator[dict[str, str]]:
     process.wait(timeout=10)
 
 
-def start_bot(tmp_path: Path, urls: dict[str, str], name: str) -> subprocess.Popen[str]:
-    """``reelwright console`` against the fakes, small shorts (quick encodes), the default 90 s lease;
-    its log goes to ``<name>.log``."""
+def start_bot(tmp_path: Path, urls: dict[str, str], name: str, long_side: int = 256) -> subprocess.Popen[str]:
+    """``reelwright console`` against the fakes, small shorts by default (quick encodes), the default
+    90 s lease; its log goes to ``<name>.log``."""
     env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_TOKEN", "_BASE_URL"))}
     env.update(
         NO_PROXY="127.0.0.1,localhost",
@@ -59,7 +59,7 @@ def start_bot(tmp_path: Path, urls: dict[str, str], name: str) -> subprocess.Pop
         VIDEO_POLL_INITIAL_SECONDS="0.2",
         VIDEO_POLL_MAX_SECONDS="0.5",
         JOB_SWEEP_SECONDS="0.5",
-        SHORT_LONG_SIDE="256",
+        SHORT_LONG_SIDE=str(long_side),
         BUDGET_USER_DAILY_USD="100",
         BUDGET_CHAT_DAILY_USD="100",
         LOG_LEVEL="INFO",
@@ -203,14 +203,18 @@ def test_sigkill_during_the_stitch_then_restart_stitches_again_without_new_clips
     tmp_path: Path, sandbox: dict[str, str]
 ) -> None:
     db = tmp_path / "bot.sqlite3"
-    first = start_bot(tmp_path, sandbox, "first")
+    # Full-size pieces take a second or two each: time enough to kill the bot while it stitches.
+    first = start_bot(tmp_path, sandbox, "first", long_side=1280)
     assert first.stdin is not None
     first.stdin.write(IDEA)
     first.stdin.flush()
     partial = tmp_path / "media" / "shorts"
 
     def stitching() -> bool:
-        return any(partial.glob("*/.short.mp4.partial"))
+        """Every clip made, and a piece (or the short) being written."""
+        if not any(partial.glob("*/.*.mp4.partial")):
+            return False
+        return {state for state, *_ in clips(db)} == {"succeeded"}
 
     wait_for(stitching, "the stitch to start writing", seconds=120)
     time_of_kill = time.time()
