@@ -252,8 +252,10 @@ async def _build(settings: Settings, role: str, console: bool, prices: PriceTabl
     # Started on the first storyboard; stopped here so that no worker process outlives the bot.
     stack.callback(shutdown_storyboard_workers)
     configure_stitching(settings.stitch_max_concurrent)
-    # A short being stitched at shutdown is stitched again after the restart, not waited for.
+    # At shutdown the running jobs are stopped first, where they are (the next start resumes them),
+    # then any stitching process still alive is killed: a short is stitched again, not waited for.
     stack.callback(shutdown_stitches)
+    stack.push_async_callback(executor.stop)
     return Runtime(
         settings=settings,
         core=core,

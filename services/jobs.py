@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -35,11 +36,14 @@ from connectors.database import sessions
 from connectors.errors import ReelwrightError, UserInputError
 from services.budgets import BudgetBook, BudgetRefusal, Reservation
 from services.characters import CharacterProfile
+from services.config import service_config
+from services.files import write_whole
 from services.ledger import UsageLedger
 from services.shorts import (
     CHARACTER_IMAGE,
     CLIP_KIND,
     CLIP_TRIES,
+    MAX_CLIP_SECONDS,
     SHORT_KIND,
     LateSink,
     ShortPayload,
@@ -47,6 +51,7 @@ from services.shorts import (
     ShortProgress,
     remove_short_files,
     short_dir,
+    short_estimate_usage,
 )
 from services.store.models import UNFINISHED_STATES, JobRecord, JobState, utcnow
 from services.story import Story
@@ -62,6 +67,8 @@ from services.video import (
 log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 90
+#: How often a short waits to see whether a clip another process held has come free.
+CLIP_LEASE_CHECK_SECONDS = 2.0
 DAMAGED_PAYLOAD = "This job's stored request is damaged and cannot be run. Please ask again."
 INTERRUPTED_SUBMISSION = (
     "The bot restarted while this video was being submitted. It was not submitted again, so you are "
@@ -190,7 +197,7 @@ class JobService:
             image_path = None
             if request.image is not None:
                 path = self.media_dir / "inputs" / f"{job_id}.img"
-                await asyncio.to_thread(_write_file, path, request.image)
+                await asyncio.to_thread(write_whole, path, request.image)
                 image_path = str(path)
             payload = VideoPayload(
                 chat_key=address.chat_key,
@@ -215,7 +222,7 @@ class JobService:
             image_path = None
             if request.character_image is not None:
                 path = self.media_dir / "inputs" / f"{job_id}.img"
-                await asyncio.to_thread(_write_file, path, request.character_image)
+                await asyncio.to_thread(write_whole, path, request.character_image)
                 image_path = str(path)
             payload = ThumbnailPayload(
                 chat_key=address.chat_key,
@@ -239,7 +246,7 @@ class JobService:
             work = short_dir(self.media_dir, job_id)
             await asyncio.to_thread(work.mkdir, parents=True, exist_ok=True)
             if character_image is not None:
-                await asyncio.to_thread(_write_file, work / CHARACTER_IMAGE, character_image)
+                await asyncio.to_thread(write_whole, work / CHARACTER_IMAGE, character_image)
                 payload = payload.model_copy(update={"character_image_path": str(work / CHARACTER_IMAGE)})
             await self._insert(
                 job_id,
@@ -257,6 +264,18 @@ class JobService:
             return [clip.id for clip in existing]
         ids = [uuid.uuid4().hex for _ in story.segments]
         async with sessions().begin() as session:
+            # Renewing the short's own lease locks its row: a second runner waits here, then finds
+            # the short held by the first or the clips already made, and never makes a second set.
+            held = await session.execute(
+                update(JobRecord)
+                .where(JobRecord.id == short.id, JobRecord.lease_owner == self.owner)
+                .values(lease_expires_at=utcnow() + self.lease)
+            )
+            if getattr(held, "rowcount", 0) != 1:
+                raise LeaseLost(short.id)
+            made = list(await session.scalars(select(JobRecord.id).where(JobRecord.parent_id == short.id)))
+            if made:
+                return [clip.id for clip in await self.clips_of(short.id)]
             for clip_id, segment in zip(ids, story.segments, strict=True):
                 clip = VideoPayload(
                     chat_key=payload.chat_key,
@@ -294,19 +313,29 @@ class JobService:
         return [Path(clip.result_path) for clip in await self.clips_of(short_id) if clip.result_path]
 
     async def run_clip(self, clip_id: str, on_late: LateSink) -> JobOutcome:
-        """Make (or resume) one of a short's clips in this process; its short holds the work."""
+        """Make (or resume) one of a short's clips in this process, which holds the short.
+
+        A clip still leased by a process that died holding the short is waited for until its lease
+        runs out (at most about a lease), then taken over; it is never made a second time.
+        """
 
         async def late(notice: JobLate) -> None:
             await on_late(notice.elapsed_seconds)
 
-        outcome = await self.run(clip_id, on_late=late)
-        if outcome is not None:
-            return outcome
-        clip = await self._load(clip_id)
-        if clip is not None and clip.state in (JobState.SUCCEEDED, JobState.DELIVERED) and clip.result_path:
-            return self._outcome(clip, JobAddress(clip.platform, clip.chat_id, clip.user_key))
-        address = JobAddress(clip.platform, clip.chat_id, clip.user_key) if clip else JobAddress("", "", "")
-        return JobOutcome(clip_id, CLIP_KIND, address, error="This clip is being made by another bot process.")
+        give_up = time.monotonic() + 2 * self.lease.total_seconds()
+        while True:
+            outcome = await self.run(clip_id, on_late=late)
+            if outcome is not None:
+                return outcome
+            clip = await self._load(clip_id)
+            if clip is None:
+                return JobOutcome(clip_id, CLIP_KIND, JobAddress("", "", ""), error="This clip's job is gone.")
+            address = JobAddress(clip.platform, clip.chat_id, clip.user_key)
+            if clip.state in (JobState.SUCCEEDED, JobState.DELIVERED) and clip.result_path:
+                return self._outcome(clip, address)
+            if time.monotonic() > give_up:
+                return JobOutcome(clip_id, CLIP_KIND, address, error="This clip is being made by another bot process.")
+            await asyncio.sleep(CLIP_LEASE_CHECK_SECONDS)
 
     async def clip_may_try_again(self, clip_id: str) -> bool:
         """Queue a failed clip once more with the same prompt, unless it has had its tries or its
@@ -358,14 +387,17 @@ class JobService:
         return own + sum((clip.cost or Decimal("0") for clip in await self.clips_of(short_id)), Decimal("0"))
 
     async def finish_short(self, short_id: str, manifest: Path) -> None:
-        """The short is made: record where its manifest is, and settle its reservation to what it cost."""
-        await self._set(
+        """The short is made: record where its manifest is, and settle its reservation to what it cost
+        (only while this process holds it: a short is settled once)."""
+        finished = await self._set_own(
             short_id,
             state=JobState.SUCCEEDED,
             result_path=str(manifest),
             result_mime="application/json",
             finished_at=utcnow(),
         )
+        if not finished:
+            raise LeaseLost(short_id)
         short = await self._load(short_id)
         if short is not None:
             await self._release_budget(short)
@@ -432,6 +464,20 @@ class JobService:
     async def _renew(self, job_id: str) -> None:
         await self._set(job_id, lease_expires_at=utcnow() + self.lease)
 
+    async def _set_own(self, job_id: str, **values: Any) -> bool:
+        """Change a job only while this process holds its lease; False when another one does."""
+        async with sessions().begin() as session:
+            result = await session.execute(
+                update(JobRecord).where(JobRecord.id == job_id, JobRecord.lease_owner == self.owner).values(**values)
+            )
+            return getattr(result, "rowcount", 0) == 1
+
+    async def _renew_own(self, job_id: str) -> bool:
+        return await self._set_own(job_id, lease_expires_at=utcnow() + self.lease)
+
+    async def _fail_own(self, job_id: str, message: str) -> bool:
+        return await self._set_own(job_id, state=JobState.FAILED, error=message, finished_at=utcnow())
+
     async def release(self, job_id: str) -> None:
         await self._set(job_id, lease_owner=None, lease_expires_at=None)
 
@@ -480,6 +526,8 @@ class JobService:
             finished = await self._load(job_id)
         except asyncio.CancelledError:
             raise
+        except LeaseLost:
+            return None  # the process that holds the job now finishes and delivers it
         except Exception:
             log.exception("job %s crashed", job_id)
             await self._fail(job_id, "Something went wrong with this job on our side. Please try again.")
@@ -543,20 +591,39 @@ class JobService:
             if on_late is not None:
                 await on_late(JobLate(job.id, job.kind, address, elapsed))
 
-        async def renew_lease() -> None:
+        pipeline = asyncio.ensure_future(self.shorts.run(job, payload, progress, late))
+        lost = asyncio.Event()
+
+        async def keep_lease() -> None:
+            """Renew the short's lease while it runs; stop the short if another process has taken it."""
             while True:
                 await asyncio.sleep(self.lease.total_seconds() / 3)
-                await self._renew(job.id)
+                try:
+                    held = await self._renew_own(job.id)
+                except Exception:
+                    log.warning("renewing the lease of short %s failed; trying again", job.id, exc_info=True)
+                    continue
+                if not held:
+                    log.error("short %s is held by another process now; this one stops working on it", job.id)
+                    lost.set()
+                    pipeline.cancel()
+                    return
 
-        renewer = asyncio.create_task(renew_lease())
+        keeper = asyncio.create_task(keep_lease())
         try:
-            await self.shorts.run(job, payload, progress, late)
+            await pipeline
+        except asyncio.CancelledError:
+            if lost.is_set():
+                raise LeaseLost(job.id) from None
+            raise
         except ReelwrightError as exc:
             log.warning("short %s failed: %s: %s", job.id, type(exc).__name__, exc)
-            await self._fail(job.id, exc.user_message)
+            if not await self._fail_own(job.id, exc.user_message):
+                raise LeaseLost(job.id) from exc
         finally:
-            renewer.cancel()
-            await asyncio.gather(renewer, return_exceptions=True)
+            keeper.cancel()
+            pipeline.cancel()
+            await asyncio.gather(keeper, pipeline, return_exceptions=True)
 
     async def _run_video(
         self, job: JobRecord, payload: VideoPayload, progress: JobProgress | None, on_late: JobLateHandler | None
@@ -634,7 +701,7 @@ class JobService:
         chat_key = payload.chat_key or f"{job.platform}:{job.chat_id}"
         path = self.media_dir / "results" / f"{job.id}.{extension}"
         try:
-            await asyncio.to_thread(_write_file, path, data)
+            await asyncio.to_thread(write_whole, path, data)
         except Exception:
             if self.ledger is not None:  # paid for, though it could not be kept: the job fails
                 self.ledger.record(user_key=job.user_key, chat_key=chat_key, command=command, model=model, usage=usage)
@@ -687,7 +754,11 @@ class JobService:
             )
             result = await session.execute(
                 update(JobRecord)
-                .where(JobRecord.id == job_id, JobRecord.delivered_at.is_(None))
+                .where(
+                    JobRecord.id == job_id,
+                    JobRecord.delivered_at.is_(None),
+                    JobRecord.state.in_([JobState.SUCCEEDED, JobState.FAILED]),
+                )
                 .values(
                     state=case((JobRecord.state == JobState.FAILED, JobState.FAILED), else_=JobState.DELIVERED),
                     delivered_at=utcnow(),
@@ -745,9 +816,10 @@ class JobService:
         return views
 
     async def retry(self, user_key: str, job_ref: str) -> tuple[JobRecord, Decimal]:
-        """Queue a failed short again to make only what it is missing. The missing clips' estimate
-        is reserved first (clips already made are never paid for again); returns the short and that
-        estimate. A refused reservation raises ``QuotaError`` via ``BudgetRefusal``."""
+        """Queue a failed short again to make only what it is missing. What that may cost is
+        reserved first: every clip not yet made at its seconds (clips already made are never paid
+        for again), plus the short's own steps at their estimate (those already made cost nothing).
+        Returns the short and that estimate; a refused reservation raises ``RetryRefused``."""
         job = await self.find_users_job(user_key, job_ref)
         if job.kind != SHORT_KIND:
             raise UserInputError(f"Job {job.id[:8]} is a {job.kind}; /jobs retry finishes a short that failed.")
@@ -759,18 +831,20 @@ class JobService:
             )
         payload = ShortPayload.model_validate_json(job.payload)
         clips = await self.clips_of(job.id)
-        missing_seconds = sum(
-            VideoPayload.model_validate_json(clip.payload).duration_seconds
-            for clip in clips
-            if clip.state == JobState.FAILED
+        missing = [clip for clip in clips if not await asyncio.to_thread(_clip_made, clip)]
+        missing_seconds = (
+            sum(VideoPayload.model_validate_json(clip.payload).duration_seconds for clip in missing)
+            if clips
+            else payload.segments * MAX_CLIP_SECONDS
         )
         estimate = Decimal("0")
         if self.ledger is not None:
             estimate = self.ledger.cost(self.video_model, Usage(video_seconds=missing_seconds))
-            if not clips:
-                estimate = payload.reservation.amount if payload.reservation else estimate
+            for model, usage in short_estimate_usage(payload.segments, payload.voice is not None, service_config()):
+                if usage.video_seconds == 0:
+                    estimate += self.ledger.cost(model, usage)
         reservation = None
-        if self.budgets is not None and estimate > 0:
+        if self.budgets is not None and self.ledger is not None:
             outcome = await self.budgets.reserve(
                 job.user_key, payload.chat_key or f"{job.platform}:{job.chat_id}", estimate
             )
@@ -779,28 +853,39 @@ class JobService:
             reservation = outcome
         spent = await self.short_spent(job.id)
         retried = payload.model_copy(update={"reservation": reservation, "spent_before": spent})
-        async with self._releasing_on_error(reservation):
-            for clip in clips:
-                if clip.state == JobState.FAILED:
-                    await self._requeue_clip(
-                        clip.id, VideoPayload.model_validate_json(clip.payload).model_copy(update={"tries": 1})
-                    )
-            async with sessions().begin() as session:
-                result = await session.execute(
-                    update(JobRecord)
-                    .where(JobRecord.id == job.id, JobRecord.state == JobState.FAILED)
-                    .values(
-                        state=JobState.QUEUED,
-                        payload=retried.model_dump_json(),
-                        error=None,
-                        finished_at=None,
-                        delivered_at=None,
-                        lease_owner=self.owner,
-                        lease_expires_at=utcnow() + self.lease,
-                    )
+        async with self._releasing_on_error(reservation), sessions().begin() as session:
+            # The short first: of two retries at once, only one gets past here.
+            result = await session.execute(
+                update(JobRecord)
+                .where(JobRecord.id == job.id, JobRecord.state == JobState.FAILED)
+                .values(
+                    state=JobState.QUEUED,
+                    payload=retried.model_dump_json(),
+                    error=None,
+                    finished_at=None,
+                    delivered_at=None,
+                    lease_owner=self.owner,
+                    lease_expires_at=utcnow() + self.lease,
                 )
+            )
             if getattr(result, "rowcount", 0) != 1:
                 raise UserInputError(f"Job {job.id[:8]} is already being retried.")
+            for clip in missing:
+                clip_payload = VideoPayload.model_validate_json(clip.payload).model_copy(update={"tries": 1})
+                await session.execute(
+                    update(JobRecord)
+                    .where(JobRecord.id == clip.id)
+                    .values(
+                        state=JobState.QUEUED,
+                        payload=clip_payload.model_dump_json(),
+                        operation_name=None,
+                        error=None,
+                        submitted_at=None,
+                        finished_at=None,
+                        delivered_at=None,
+                        result_path=None,
+                    )
+                )
         return job, estimate
 
     async def find_users_job(self, user_key: str, job_ref: str) -> JobRecord:
@@ -844,23 +929,29 @@ class JobService:
 
     async def purge_media(self, older_than: timedelta) -> int:
         """Delete the result and input files of jobs that ended (succeeded, failed or cancelled)
-        before the retention window; rows stay for /jobs. Returns how many files were removed."""
+        before the retention window; rows stay for /jobs. A short's clips go with their short (a
+        retry needs them as long as it may be retried), never on their own. Returns how many files
+        (or short folders) were removed."""
         cutoff = utcnow() - older_than
         async with sessions()() as session:
             rows = list(
                 await session.execute(
                     select(JobRecord.id, JobRecord.result_path, JobRecord.input_path).where(
                         JobRecord.finished_at < cutoff,
+                        JobRecord.parent_id.is_(None),
                         or_(JobRecord.result_path.is_not(None), JobRecord.input_path.is_not(None)),
                     )
                 )
             )
         removed = 0
         for job_id, result_path, input_path in rows:
+            paths = {self.media_dir / "inputs" / f"{job_id}.img"}
             if await asyncio.to_thread(remove_short_files, self.media_dir, job_id):
                 removed += 1
                 input_path = None  # the short's working folder, just removed
-            paths = {self.media_dir / "inputs" / f"{job_id}.img"}
+                for clip in await self.clips_of(job_id):
+                    paths.update(Path(str(p)) for p in (clip.result_path, clip.input_path) if p is not None)
+                    await self._set(clip.id, result_path=None, input_path=None)
             paths.update(Path(str(p)) for p in (result_path, input_path) if p is not None)
             for path in paths:
                 if await asyncio.to_thread(_remove_file, path):
@@ -877,6 +968,10 @@ def _reservation_of(job: JobRecord) -> Reservation | None:
         return None
 
 
+class LeaseLost(Exception):
+    """Another process holds this job now: this one leaves it alone, changing and delivering nothing."""
+
+
 class RetryRefused(ReelwrightError):
     """A retry whose missing clips the budget cannot cover; nothing was queued."""
 
@@ -884,6 +979,12 @@ class RetryRefused(ReelwrightError):
         super().__init__(f"retry refused by the {refusal.scope} {refusal.period} budget")
         self.refusal = refusal
         self.estimate = estimate
+
+
+def _clip_made(clip: JobRecord) -> bool:
+    """A clip that was made and whose file is still there: a retry keeps it."""
+    done = clip.state in (JobState.SUCCEEDED, JobState.DELIVERED)
+    return done and clip.result_path is not None and Path(clip.result_path).is_file()
 
 
 def _segment_of(job: JobRecord) -> int:
@@ -924,13 +1025,6 @@ def _caption(job: JobRecord) -> str:
         text = str(data.get("prompt", ""))
         return f"🎬 {data.get('duration_seconds', '?')} s · {data.get('aspect_ratio', '?')} · {text[:60]}"
     return f"🖼️ {str(data.get('title', ''))[:60]}"
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".part")
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 def _remove_file(path: Path) -> bool:

@@ -52,15 +52,29 @@ class JobExecutor:
     notify_late: NotifyLate | None = None
     watchers: dict[str, _Watcher] = field(default_factory=dict)
     running: set[str] = field(default_factory=set)
+    _tasks: set[asyncio.Task[object]] = field(default_factory=set)
 
     async def execute(self, job_id: str) -> None:
         if job_id in self.running:
             return
         self.running.add(job_id)
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
         try:
             await self._execute(job_id)
         finally:
             self.running.discard(job_id)
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def stop(self) -> None:
+        """Stop the jobs running in this process where they are (a shutdown, not a failure): their
+        rows keep their state and lease, and the next process with this instance id resumes them."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def _waiting(self, job_id: str) -> _Watcher | None:
         """The interactive command still waiting for this job, if any."""

@@ -35,6 +35,7 @@ from connectors.errors import ReelwrightError, UserInputError
 from services.budgets import Reservation
 from services.characters import CharacterProfile
 from services.config import ServiceConfig, service_config
+from services.files import write_whole
 from services.metering import Meter, current_meter
 from services.narration import clean_voice, fit_to, narrate
 from services.prompts import clean_prompt
@@ -138,7 +139,7 @@ class ShortManifest(BaseModel):
     notes: list[str] = Field(default_factory=list)
 
 
-ShortStage = Literal["writing", "story", "clips", "narrating", "stitching", "done"]
+ShortStage = Literal["writing", "story", "clips", "narrating", "stitching"]
 
 
 class ShortProgress(BaseModel):
@@ -160,6 +161,13 @@ ShortProgressSink = Callable[[ShortProgress], Awaitable[None]]
 LateSink = Callable[[float], Awaitable[None]]
 
 
+async def extras_made(
+    extras: Awaitable[tuple[tuple[str, str] | None, str | None]],
+) -> tuple[tuple[str, str] | None, str | None]:
+    """The thumbnail (path, type) and the copy, each None when it could not be made."""
+    return await extras
+
+
 def short_dir(media_dir: Path, job_id: str) -> Path:
     return media_dir / "shorts" / job_id
 
@@ -176,22 +184,8 @@ def check_short_request(idea: str, segments: int, byte_budget: int) -> str:
     segments in range, and a short of that many longest clips fitting the platform's upload limit."""
     if not MIN_SHORT_SEGMENTS <= segments <= MAX_SHORT_SEGMENTS:
         raise UserInputError(f"segments must be between {MIN_SHORT_SEGMENTS} and {MAX_SHORT_SEGMENTS}.")
-    video_bitrate(byte_budget, segments * MAX_CLIP_SECONDS)
+    video_bitrate(byte_budget, segments * MAX_CLIP_SECONDS, pieces=segments)
     return clean_prompt(idea, what="idea", max_chars=service_config().max_prompt_chars)
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.part")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(path)
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.part")
-    partial.write_bytes(data)
-    partial.replace(path)
 
 
 def _read_model(path: Path, model: type[BaseModel]) -> BaseModel | None:
@@ -232,21 +226,17 @@ class ShortPipeline:
                 late_told = True
                 await on_late(elapsed)
 
-        narrations = [asyncio.ensure_future(self._narration(job, work, seg, payload.voice)) for seg in story.segments]
-        # Neither waits for a clip: both are ready long before the last one is.
-        extras = asyncio.gather(
-            self._optional(self._thumbnail(job, payload, work, story), "thumbnail"),
-            self._optional(self._copy(job, work, story), "copy"),
-        )
-        config = service_config()
         bitrate = video_bitrate(payload.byte_budget, sum(seg.duration_seconds for seg in story.segments), pieces=total)
+        # Without captions or a voice nothing is drawn or mixed: the clips may be joined as they are.
+        plain = not payload.captions and payload.voice is None
         clips: list[Path | None] = [None] * total
         made = 0
         clips_in_told = False
+        narrations: list[asyncio.Future[Path | None]] = []
 
-        async def segment(index: int) -> PieceResult:
+        async def segment(index: int) -> PieceResult | Path:
             """The segment's clip, then (with its narration) its encoded piece: as soon as both exist."""
-            nonlocal made
+            nonlocal made, clips_in_told
             clip = await self._clip(clip_ids[index], index + 1, clip_late)
             clips[index] = clip
             made += 1
@@ -259,32 +249,50 @@ class ShortPipeline:
                 raise ShortFailed(
                     str(exc), user_message=f"segment {index + 1}'s narration: {exc.user_message}"
                 ) from exc
-            nonlocal clips_in_told
             if made == total and not clips_in_told:
                 clips_in_told = True
                 frames = await self._frames(work, clips)
                 await tell(ShortProgress(stage="stitching", done=total, total=total, story=story, frames=frames))
+            if plain:
+                return clip
             return await self._piece(
                 work, index + 1, clip, story.segments[index].narration, narration, payload, bitrate
             )
 
         await tell(ShortProgress(stage="clips", done=0, total=total))
+        extras: asyncio.Future[tuple[tuple[str, str] | None, str | None]] | None = None
         try:
+            narrations.extend(
+                asyncio.ensure_future(self._narration(job, work, seg, payload.voice)) for seg in story.segments
+            )
+            # Neither waits for a clip: both are ready long before the last one is.
+            thumbnail_and_copy = asyncio.gather(
+                self._optional(self._thumbnail(job, payload, work, story), "thumbnail"),
+                self._optional(self._copy(job, work, story), "copy"),
+            )
+            extras = thumbnail_and_copy
             results = await asyncio.gather(*(segment(i) for i in range(total)), return_exceptions=True)
-            thumbnail, copy_text = await extras
+            thumbnail, copy_text = await thumbnail_and_copy
         finally:
-            extras.cancel()
+            if extras is not None:
+                extras.cancel()
             for task in narrations:
                 task.cancel()
-            await asyncio.gather(*narrations, extras, return_exceptions=True)
+            await asyncio.gather(*narrations, *([extras] if extras else []), return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, Exception):
                 raise result  # cancelled: the short resumes after a restart
         errors = [result for result in results if isinstance(result, Exception)]
+        for error in errors:
+            if not isinstance(error, ReelwrightError):
+                log.error("short %s: a segment failed unexpectedly", job.id, exc_info=error)
         if errors:
             raise ShortFailed("short pipeline failed", user_message=self._failure_message(job, errors))
-        pieces = [result for result in results if isinstance(result, PieceResult)]
-        joined = await self._join(work, pieces, story, payload, config.short_long_side)
+        if plain:
+            joined = await self._stitch_whole(work, [r for r in results if isinstance(r, Path)], story, payload)
+        else:
+            pieces = [result for result in results if isinstance(result, PieceResult)]
+            joined = await self._join(work, pieces, story, payload)
         notes = [note for note in (story.note,) if note]
         if thumbnail is None:
             notes.append("The thumbnail could not be made this time; /thumbnail makes one.")
@@ -301,7 +309,7 @@ class ShortPipeline:
             notes=notes,
         )
         manifest_path = work / "short.json"
-        await asyncio.to_thread(_write_text, manifest_path, manifest.model_dump_json(indent=1))
+        await asyncio.to_thread(write_whole, manifest_path, manifest.model_dump_json(indent=1).encode())
         await self.jobs.finish_short(job.id, manifest_path)
 
     # -- the stitch -----------------------------------------------------------------------------------
@@ -331,9 +339,7 @@ class ShortPipeline:
         except StitchFailed as exc:
             raise ShortFailed(str(exc), user_message=f"segment {number}: its clip could not be prepared") from exc
 
-    async def _join(
-        self, work: Path, pieces: list[PieceResult], story: Story, payload: ShortPayload, long_side: int
-    ) -> StitchResult:
+    async def _join(self, work: Path, pieces: list[PieceResult], story: Story, payload: ShortPayload) -> StitchResult:
         """The pieces joined by stream copy; if that cannot be done within the upload limit, the whole
         short encoded at once from the clips (slower, same result)."""
         texts = tuple(piece.text for piece in pieces)
@@ -345,20 +351,23 @@ class ShortPipeline:
             )
         except StitchFailed as exc:
             log.warning("joining the pieces of %s failed (%s); stitching the whole short", work.name, exc)
-        clip_paths = await self.jobs.clip_paths(work.name)
+        return await self._stitch_whole(work, await self.jobs.clip_paths(work.name), story, payload)
+
+    async def _stitch_whole(self, work: Path, clips: list[Path], story: Story, payload: ShortPayload) -> StitchResult:
+        """The whole short in one stitch: stream-copied when the clips allow it, else encoded at once."""
         narrations = [work / f"narration-{seg.number}.wav" for seg in story.segments]
         try:
             return await stitch(
                 StitchRequest(
                     segments=tuple(
                         Segment(clip, seg.narration, narration if narration.is_file() else None)
-                        for clip, seg, narration in zip(clip_paths, story.segments, narrations, strict=True)
+                        for clip, seg, narration in zip(clips, story.segments, narrations, strict=True)
                     ),
                     output=work / "short.mp4",
                     aspect=payload.aspect,
                     captions=payload.captions,
                     byte_budget=payload.byte_budget,
-                    long_side=long_side,
+                    long_side=service_config().short_long_side,
                 )
             )
         except StitchFailed as exc:
@@ -382,7 +391,7 @@ class ShortPipeline:
                 path = work / f"frame-{number}.jpg"
                 try:
                     if clip is not None and not path.is_file():
-                        _write_bytes(path, first_frame_jpeg(clip, max_side=FRAME_LONG_SIDE))
+                        write_whole(path, first_frame_jpeg(clip, max_side=FRAME_LONG_SIDE))
                 except StitchFailed as exc:
                     log.warning("no first frame of clip %d: %s", number, exc)
                 found.append(str(path) if path.is_file() else None)
@@ -414,7 +423,7 @@ class ShortPipeline:
             raise ShortFailed(
                 "empty story", user_message="The AI model wrote no segments for this idea. Please try again."
             )
-        await asyncio.to_thread(_write_text, path, story.model_dump_json(indent=1))
+        await asyncio.to_thread(write_whole, path, story.model_dump_json(indent=1).encode())
         return story
 
     async def _clip(self, clip_id: str, number: int, on_late: LateSink) -> Path:
@@ -439,9 +448,14 @@ class ShortPipeline:
         path = work / f"narration-{segment.number}.wav"
         if await asyncio.to_thread(path.is_file):
             return path
-        spoken = await self._paid(job, narrate(segment.narration, voice))
-        fitted = await asyncio.to_thread(fit_to, spoken.wav, segment.duration_seconds)
-        await asyncio.to_thread(_write_bytes, path, fitted)
+        spoken_path = work / f"narration-{segment.number}.spoken.wav"  # kept as paid for, before fitting
+        if await asyncio.to_thread(spoken_path.is_file):
+            spoken = await asyncio.to_thread(spoken_path.read_bytes)
+        else:
+            spoken = (await self._paid(job, narrate(segment.narration, voice))).wav
+            await asyncio.to_thread(write_whole, spoken_path, spoken)
+        fitted = await asyncio.to_thread(fit_to, spoken, segment.duration_seconds)
+        await asyncio.to_thread(write_whole, path, fitted)
         return path
 
     async def _thumbnail(self, job: JobRecord, payload: ShortPayload, work: Path, story: Story) -> tuple[str, str]:
@@ -467,7 +481,7 @@ class ShortPipeline:
         await self.jobs.record_short_usage(job, [(image.model, image.usage)])
         extension = "jpg" if "jpeg" in image.mime_type else "png"
         path = work / f"thumbnail.{extension}"
-        await asyncio.to_thread(_write_bytes, path, image.image)
+        await asyncio.to_thread(write_whole, path, image.image)
         return str(path), image.mime_type
 
     async def _copy(self, job: JobRecord, work: Path, story: Story) -> str:
@@ -486,7 +500,7 @@ class ShortPipeline:
                 f"Title idea: {story.title}\nNarration:\n{outline}"[: service_config().max_prompt_chars * 2],
             ),
         )
-        await asyncio.to_thread(_write_text, path, result.value.model_dump_json(indent=1))
+        await asyncio.to_thread(write_whole, path, result.value.model_dump_json(indent=1).encode())
         return result.value.text()
 
     async def _optional(self, step: Awaitable[T], what: str) -> T | None:

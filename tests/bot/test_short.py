@@ -7,20 +7,24 @@ import asyncio
 import base64
 import io
 import json
+from collections.abc import Callable
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import av
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from bot.core.context import ChatRef, Invocation, UserRef
 from bot.core.replies import Media, Reply
 from connectors.database import sessions
 from services.budgets import LocalBudgets
+from services.jobs import JobAddress
+from services.shorts import ShortPayload
 from services.store.models import JobRecord, UsageRecord
 from services.story import Story
+from services.usage import Usage
 from tests.bot.helpers import RecordingResponder, png_bytes, uploaded
 from tests.conftest import RuntimeFactory
 from tests.fakes import FakeGenAI, Fault
@@ -79,11 +83,12 @@ def media_of(reply: Reply, kind: str) -> list[Media]:
 
 def probe(data: bytes) -> tuple[float, int, int, int, int, float]:
     """Duration, width, height, video and audio stream counts, and the audio's duration."""
-    with av.open(io.BytesIO(data)) as container:
+    with av.open(io.BytesIO(data), "r") as container:
         video = container.streams.video
         audio = container.streams.audio
         duration = float(container.duration or 0) / av.time_base
-        audio_seconds = float(audio[0].duration * audio[0].time_base) if audio and audio[0].duration else 0.0
+        sound = audio[0] if audio else None
+        audio_seconds = float(sound.duration * sound.time_base) if sound and sound.duration and sound.time_base else 0.0
         return duration, video[0].width, video[0].height, len(video), len(audio), audio_seconds
 
 
@@ -97,6 +102,16 @@ async def held(runtime: Any) -> Decimal:
 async def rows(kind: str) -> list[JobRecord]:
     async with sessions()() as session:
         return list(await session.scalars(select(JobRecord).where(JobRecord.kind == kind)))
+
+
+async def eventually(check: Callable[[list[JobRecord]], bool], *, rows_of: str, seconds: float = 60.0) -> None:
+    """Until ``check`` holds for the rows of the jobs of kind ``rows_of``: bounded polling of state
+    that other tasks change."""
+    for _ in range(int(seconds / 0.05)):
+        if check(await rows(rows_of)):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting on the {rows_of} rows")
 
 
 async def usage_commands() -> list[str]:
@@ -334,3 +349,79 @@ async def test_the_shorts_thumbnail_is_paid_for_with_the_short(make_runtime: Run
     assert thumbnail.command == "short" and thumbnail.cost > 0
     [parent] = await rows("short")
     assert parent.cost is not None and parent.cost >= thumbnail.cost, "the short's cost includes its thumbnail"
+
+
+async def test_without_captions_or_a_voice_the_clips_are_joined_as_they_are(
+    make_runtime: RuntimeFactory, fake_genai: FakeGenAI
+) -> None:
+    runtime = await make_runtime()
+    reply = await runtime.core.handle(short("a storm segments=3 captions=off voice=none"), RecordingResponder())
+
+    assert not reply.is_error, reply.text
+    [video] = media_of(reply, "video")
+    _, width, height, video_streams, audio_streams, _ = probe(video.data)
+    assert (width, height) == (160, 284), "stream-copied: the clips' own size, not re-encoded to 256 px"
+    assert (video_streams, audio_streams) == (1, 1)
+    [parent] = await rows("short")
+    assert list((runtime.settings.media_dir / "shorts" / parent.id).glob("piece-*.mp4")) == []
+
+
+async def test_a_retry_reserves_the_missing_clip_and_the_shorts_own_steps(
+    make_runtime: RuntimeFactory, fake_genai: FakeGenAI
+) -> None:
+    fake_genai.video_outcomes_for["visual prompt 2:"] = ["error", "error"]
+    runtime = await make_runtime()
+    failed = await runtime.core.handle(short("a robot learns to paint segments=3"), RecordingResponder())
+    assert failed.is_error
+    [parent] = await rows("short")
+    [missing] = [clip for clip in await rows("clip") if clip.state == "failed"]
+    seconds = json.loads(missing.payload)["duration_seconds"]
+
+    _, estimate = await runtime.jobs.retry("telegram:7", parent.id[:8])
+    clip_cost = runtime.ledger.cost(runtime.settings.video_model, Usage(video_seconds=seconds))
+    assert clip_cost < estimate < clip_cost + Decimal("0.25"), (estimate, clip_cost)
+    assert await held(runtime) == estimate
+    again = await runtime.core.handle(jobs_command(f"retry {parent.id[:8]}"), RecordingResponder())
+    assert again.is_error and "queued" in again.text, "one retry at a time"
+
+
+async def test_a_shutdown_mid_short_leaves_it_to_the_next_start_which_finishes_it(
+    make_runtime: RuntimeFactory, fake_genai: FakeGenAI
+) -> None:
+    fake_genai.video_seconds = 1.0
+    first = await make_runtime()
+    command = asyncio.create_task(first.core.handle(short("a storm at sea segments=3"), RecordingResponder()))
+    await eventually(lambda clips: any(clip.state == "running" for clip in clips), rows_of="clip")
+    await first.executor.stop()  # what Runtime.close does first
+    [parent] = await rows("short")
+    assert parent.state == "running" and parent.error is None, "stopped where it was, not failed"
+    command.cancel()
+    await asyncio.gather(command, return_exceptions=True)
+    await first.close()
+
+    second = await make_runtime()
+    sender = second.senders["telegram"] = RecordingSender()
+    await second.sweeper.sweep()
+    await eventually(lambda shorts: shorts[0].state == "delivered", rows_of="short")
+    [(_, delivered)] = [(chat, reply) for chat, reply in sender.sent if reply.media]
+    assert delivered.media[0].filename == "short.mp4"
+    assert len(fake_genai.video_generation_requests) == 3, "the clips were resumed, not made again"
+
+
+async def test_a_short_another_process_took_over_is_left_alone(
+    make_runtime: RuntimeFactory, fake_genai: FakeGenAI
+) -> None:
+    fake_genai.video_seconds = 2.0
+    runtime = await make_runtime(job_lease_seconds=2)
+    payload = ShortPayload(idea="a storm", segments=3, byte_budget=50 << 20)
+    address = JobAddress("telegram", "-100", "telegram:7", "telegram:-100")
+    short_id = await runtime.jobs.create_short_job(address, payload)
+    running = asyncio.create_task(runtime.jobs.run(short_id))
+    await eventually(lambda clips: len(clips) == 3, rows_of="clip")
+    async with sessions().begin() as session:
+        await session.execute(update(JobRecord).where(JobRecord.id == short_id).values(lease_owner="another-process"))
+
+    async with asyncio.timeout(30):
+        assert await running is None, "nothing to deliver from here"
+    [parent] = await rows("short")
+    assert (parent.state, parent.error, parent.lease_owner) == ("running", None, "another-process")
