@@ -8,7 +8,7 @@ import dataclasses
 import json
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -439,3 +439,47 @@ def test_payload_never_holds_media_bytes(tmp_path: Path) -> None:
     from services.jobs import VideoPayload
 
     assert "image" not in json.dumps(VideoPayload.model_json_schema()["properties"]).replace("image_path", "")
+
+
+async def test_a_shorts_clips_are_purged_with_their_short_never_before(service: JobService) -> None:
+    """A clip made days ago belongs to a short that failed later: a retry still needs its file."""
+    short_id = await service.create_short_job(
+        ADDRESS, ShortPayload(idea="a cat", segments=3, byte_budget=50 << 20, captions=False)
+    )
+    story = Story(
+        title="A cat",
+        idea="a cat",
+        segments=[
+            StorySegment(number=n, narration=f"line {n}", visual_prompt=f"shot {n}", duration_seconds=4)
+            for n in (1, 2, 3)
+        ],
+    )
+    short = await state_of(short_id)
+    clip_ids = await service.clip_jobs(short, ShortPayload.model_validate_json(short.payload), story)
+    clip_file = service.media_dir / "results" / f"{clip_ids[0]}.mp4"
+    clip_file.parent.mkdir(parents=True, exist_ok=True)
+    clip_file.write_bytes(b"a made clip")
+    long_ago = datetime.now(UTC) - timedelta(days=30)
+    async with sessions().begin() as session:
+        await session.execute(
+            update(JobRecord)
+            .where(JobRecord.id == clip_ids[0])
+            .values(state=JobState.SUCCEEDED, result_path=str(clip_file), finished_at=long_ago)
+        )
+        await session.execute(
+            update(JobRecord)
+            .where(JobRecord.id == short_id)
+            .values(state=JobState.FAILED, finished_at=datetime.now(UTC))
+        )
+
+    await service.purge_media(timedelta(days=7))
+    assert clip_file.is_file(), "the short is within its retention: its clips stay"
+    await service.purge_media(timedelta(seconds=-1))
+    assert not clip_file.exists() and not short_dir(service.media_dir, short_id).exists()
+
+
+async def test_only_a_finished_job_is_marked_delivered(service: JobService) -> None:
+    """A retried short is queued again: a late delivery mark of its failure must not end it."""
+    short_id = await service.create_short_job(ADDRESS, ShortPayload(idea="a cat", segments=3, byte_budget=50 << 20))
+    assert await service.mark_delivered(short_id) is False
+    assert (await state_of(short_id)).state == JobState.QUEUED
