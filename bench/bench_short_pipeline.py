@@ -33,13 +33,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-from bot.core.context import ChatRef, Invocation, UserRef  # noqa: E402
-from bot.core.replies import Reply  # noqa: E402
-from bot.runtime import start_runtime  # noqa: E402
-from bot.sandbox.fake_genai import SandboxGenAI  # noqa: E402
-from bot.sandbox.fake_openrouter import SandboxOpenRouter  # noqa: E402
-from connectors.settings import load_settings  # noqa: E402
+# Nothing heavy is imported at the top: the stitching and storyboard processes start from this
+# module, as they start from ``bot/__main__.py`` in production, and must not import the bot again.
 
 CLIP_SECONDS = 8.0
 BUDGET_MB = 50
@@ -54,31 +49,33 @@ def _make_clip() -> Any:
     return module.make_clip
 
 
-class BenchVeo(SandboxGenAI):
+def bench_veo(clips: list[bytes], render: list[float]) -> Any:
     """Veo that answers with real-sized 8 s clips (each segment its own texture), finishing on a schedule."""
+    from bot.sandbox.fake_genai import SandboxGenAI
 
-    def __init__(self, clips: list[bytes], render: list[float]) -> None:
-        super().__init__(polls_until_done=1)
-        self._clips = clips
-        self._render = render
-        self._served = 0
-        self._rendered = 0
+    class BenchVeo(SandboxGenAI):
+        def __init__(self) -> None:
+            super().__init__(polls_until_done=1)
+            self._served = 0
+            self._rendered = 0
 
-    def clip(self, seconds: float, aspect: str) -> bytes:
-        data = self._clips[self._served % len(self._clips)]
-        self._served += 1
-        return data
+        def clip(self, seconds: float, aspect: str) -> bytes:
+            data = clips[self._served % len(clips)]
+            self._served += 1
+            return data
 
-    def render_seconds(self, prompt: str) -> float:
-        seconds = self._render[self._rendered % len(self._render)]
-        self._rendered += 1
-        return seconds
+        def render_seconds(self, prompt: str) -> float:
+            seconds = render[self._rendered % len(render)]
+            self._rendered += 1
+            return seconds
+
+    return BenchVeo()
 
 
 class QuietSender:
     """Takes what the bot posts beside the answer (the story, the first-frames sheet)."""
 
-    async def send(self, chat: ChatRef, reply: Reply) -> None:
+    async def send(self, chat: Any, reply: Any) -> None:
         return None
 
 
@@ -87,20 +84,24 @@ class TimedResponder:
 
     def __init__(self) -> None:
         self.lines: list[tuple[float, str]] = []
-        self.reply: Reply | None = None
 
     async def show_progress(self, text: str) -> None:
         self.lines.append((time.monotonic(), text))
 
-    async def deliver(self, reply: Reply) -> None:
-        self.reply = reply
+    async def deliver(self, reply: Any) -> None:
+        return None
 
     def first(self, fragment: str) -> float:
         return next(moment for moment, line in self.lines if fragment in line)
 
 
 async def run_once(home: Path, clips: list[bytes], render: list[float], segments: int) -> dict[str, float]:
-    text, media = SandboxOpenRouter(), BenchVeo(clips, render)
+    from bot.core.context import ChatRef, Invocation, UserRef
+    from bot.runtime import start_runtime
+    from bot.sandbox.fake_openrouter import SandboxOpenRouter
+    from connectors.settings import load_settings
+
+    text, media = SandboxOpenRouter(), bench_veo(clips, render)
     await text.start()
     await media.start()
     settings = load_settings(

@@ -231,12 +231,22 @@ class ShortPipeline:
         plain = not payload.captions and payload.voice is None
         clips: list[Path | None] = [None] * total
         made = 0
-        clips_in_told = False
+        announced: asyncio.Future[None] | None = None
+
+        async def announce_clips_in() -> None:
+            """The first-frames sheet and "stitching": shown while the last pieces encode, not before.
+            A courtesy: if it cannot be shown, the short goes on without it."""
+            try:
+                frames = await self._frames(work, clips)
+                await tell(ShortProgress(stage="stitching", done=total, total=total, story=story, frames=frames))
+            except Exception:
+                log.warning("could not show short %s's clips", job.id, exc_info=True)
+
         narrations: list[asyncio.Future[Path | None]] = []
 
         async def segment(index: int) -> PieceResult | Path:
             """The segment's clip, then (with its narration) its encoded piece: as soon as both exist."""
-            nonlocal made, clips_in_told
+            nonlocal made, announced
             clip = await self._clip(clip_ids[index], index + 1, clip_late)
             clips[index] = clip
             made += 1
@@ -249,10 +259,8 @@ class ShortPipeline:
                 raise ShortFailed(
                     str(exc), user_message=f"segment {index + 1}'s narration: {exc.user_message}"
                 ) from exc
-            if made == total and not clips_in_told:
-                clips_in_told = True
-                frames = await self._frames(work, clips)
-                await tell(ShortProgress(stage="stitching", done=total, total=total, story=story, frames=frames))
+            if made == total and announced is None:
+                announced = asyncio.ensure_future(announce_clips_in())
             if plain:
                 return clip
             return await self._piece(
@@ -273,12 +281,18 @@ class ShortPipeline:
             extras = thumbnail_and_copy
             results = await asyncio.gather(*(segment(i) for i in range(total)), return_exceptions=True)
             thumbnail, copy_text = await thumbnail_and_copy
+            if announced is not None:
+                await announced
         finally:
+            if announced is not None:
+                announced.cancel()
             if extras is not None:
                 extras.cancel()
             for task in narrations:
                 task.cancel()
-            await asyncio.gather(*narrations, *([extras] if extras else []), return_exceptions=True)
+            await asyncio.gather(
+                *narrations, *([extras] if extras else []), *([announced] if announced else []), return_exceptions=True
+            )
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, Exception):
                 raise result  # cancelled: the short resumes after a restart
