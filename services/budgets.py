@@ -90,6 +90,10 @@ class BudgetBook(Protocol):
 
     async def hold(self, reservation: Reservation) -> None: ...
 
+    async def consume(self, reservation: Reservation, spent: Decimal) -> None:
+        """Part of a long reservation (a short's) was just spent and recorded in the ledger."""
+        ...
+
     async def settle(self, reservation: Reservation, actual: Decimal) -> None: ...
 
     async def release(self, reservation: Reservation) -> None: ...
@@ -144,6 +148,21 @@ class LocalBudgets:
     async def hold(self, reservation: Reservation) -> None:
         if reservation.id not in self._held:
             self._add(reservation)
+
+    async def consume(self, reservation: Reservation, spent: Decimal) -> None:
+        """Hold that much less: spend recorded in the ledger counts from its totals already, and a
+        short that records its clips one by one must not be counted twice while it runs."""
+        held = self._held.get(reservation.id)
+        if held is None or spent <= 0:
+            return
+        less = min(spent, held.amount)
+        self._held[reservation.id] = held.model_copy(update={"amount": held.amount - less})
+        for slot in (("user", held.user_key), ("chat", held.chat_key)):
+            left = self._held_per_key.get(slot, Decimal("0")) - less
+            if left > 0:
+                self._held_per_key[slot] = left
+            else:
+                self._held_per_key.pop(slot, None)
 
     async def settle(self, reservation: Reservation, actual: Decimal) -> None:
         """Drop the hold; the real cost is already in the ledger's totals (``UsageLedger.record``)."""
@@ -280,6 +299,10 @@ class RedisBudgets:
 
     async def hold(self, reservation: Reservation) -> None:
         await self._run("hold", reservation.user_key, reservation.chat_key, reservation.amount, reservation)
+
+    async def consume(self, reservation: Reservation, spent: Decimal) -> None:
+        """Nothing to do: these counters hold the whole reservation and never see the ledger's
+        records, so nothing is counted twice; the real cost replaces the reservation at ``settle``."""
 
     async def settle(self, reservation: Reservation, actual: Decimal) -> None:
         now = utcnow()

@@ -372,13 +372,15 @@ class JobService:
                 update(JobRecord).where(JobRecord.id == short.id).values(cost=func.coalesce(JobRecord.cost, 0) + total)
             )
 
-        await self.ledger.record_with(
+        spent = await self.ledger.record_with(
             entries,
             add_cost,
             user_key=short.user_key,
             chat_key=payload.chat_key or f"{short.platform}:{short.chat_id}",
             command=SHORT_KIND,
         )
+        if payload.reservation is not None and self.budgets is not None:
+            await self.budgets.consume(payload.reservation, spent)
 
     async def short_spent(self, short_id: str) -> Decimal:
         """Everything paid for a short: its own steps and its clips."""
@@ -518,7 +520,13 @@ class JobService:
                 return self._outcome(job, address)
             reservation = _reservation_of(job)
             if reservation is not None and self.budgets is not None:
-                await self.budgets.hold(reservation)  # a restarted process no longer holds it in memory
+                # A restarted process no longer holds it in memory; a short holds what it has not spent yet.
+                if job.kind == SHORT_KIND:
+                    spent = await self.short_spent(job.id) - ShortPayload.model_validate_json(job.payload).spent_before
+                    reservation = reservation.model_copy(
+                        update={"amount": max(Decimal("0"), reservation.amount - spent)}
+                    )
+                await self.budgets.hold(reservation)
             if job.state == JobState.SUBMITTING:
                 await self._fail(job_id, INTERRUPTED_SUBMISSION)
             else:
@@ -724,6 +732,11 @@ class JobService:
         )
         if payload.reservation is not None and self.budgets is not None:
             await self.budgets.settle(payload.reservation, cost)
+        elif job.parent_id is not None and self.budgets is not None:
+            short = await self._load(job.parent_id)
+            reservation = _reservation_of(short) if short is not None else None
+            if reservation is not None:
+                await self.budgets.consume(reservation, cost)
 
     async def _fail(self, job_id: str, message: str) -> None:
         await self._set(job_id, state=JobState.FAILED, error=message, finished_at=utcnow())

@@ -425,3 +425,25 @@ async def test_a_short_another_process_took_over_is_left_alone(
         assert await running is None, "nothing to deliver from here"
     [parent] = await rows("short")
     assert (parent.state, parent.error, parent.lease_owner) == ("running", None, "another-process")
+
+
+async def test_a_running_short_holds_only_what_it_has_not_spent_yet(
+    make_runtime: RuntimeFactory, fake_genai: FakeGenAI
+) -> None:
+    """In one process spend recorded in the ledger counts already: the short's hold shrinks by each
+    clip it pays for, so the user's budget is not counted twice while the short runs."""
+    slow = "visual prompt 3:"
+    fake_genai.render_seconds = lambda prompt: 3.0 if slow in prompt else 0.0  # type: ignore[method-assign]
+    runtime = await make_runtime()
+    command = asyncio.create_task(runtime.core.handle(short("a storm at sea segments=3"), RecordingResponder()))
+    await eventually(lambda clips: sum(clip.state == "succeeded" for clip in clips) == 2, rows_of="clip")
+    [parent] = await rows("short")
+    payload = ShortPayload.model_validate_json(parent.payload)
+    assert payload.reservation is not None
+    spent = await runtime.jobs.short_spent(parent.id)
+    assert spent > 0
+    assert await held(runtime) == payload.reservation.amount - spent
+
+    reply = await command
+    assert not reply.is_error, reply.text
+    assert await held(runtime) == 0
