@@ -161,14 +161,8 @@ ShortProgressSink = Callable[[ShortProgress], Awaitable[None]]
 LateSink = Callable[[float], Awaitable[None]]
 
 
-async def extras_made(
-    extras: Awaitable[tuple[tuple[str, str] | None, str | None]],
-) -> tuple[tuple[str, str] | None, str | None]:
-    """The thumbnail (path, type) and the copy, each None when it could not be made."""
-    return await extras
-
-
 def short_dir(media_dir: Path, job_id: str) -> Path:
+    """Where a short keeps what it has made, so that a restart or a retry reuses it."""
     return media_dir / "shorts" / job_id
 
 
@@ -208,6 +202,8 @@ class ShortPipeline:
         progress: ShortProgressSink | None,
         on_late: LateSink | None,
     ) -> None:
+        """The short from its story to its manifest. Every step is skipped when its file is already
+        there; ``on_late`` hears once that a clip is past the video deadline."""
         work = short_dir(self.jobs.media_dir, job.id)
 
         async def tell(update: ShortProgress) -> None:
