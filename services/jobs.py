@@ -194,11 +194,7 @@ class JobService:
         async with self._releasing_on_error(reservation):
             request = validate_video_request(request)
             job_id = uuid.uuid4().hex
-            image_path = None
-            if request.image is not None:
-                path = self.media_dir / "inputs" / f"{job_id}.img"
-                await asyncio.to_thread(write_whole, path, request.image)
-                image_path = str(path)
+            image_path = await self._keep_input(job_id, request.image)
             payload = VideoPayload(
                 chat_key=address.chat_key,
                 reservation=reservation,
@@ -219,11 +215,7 @@ class JobService:
             if not request.title.strip():
                 raise UserInputError("Please give the thumbnail a title.")
             job_id = uuid.uuid4().hex
-            image_path = None
-            if request.character_image is not None:
-                path = self.media_dir / "inputs" / f"{job_id}.img"
-                await asyncio.to_thread(write_whole, path, request.character_image)
-                image_path = str(path)
+            image_path = await self._keep_input(job_id, request.character_image)
             payload = ThumbnailPayload(
                 chat_key=address.chat_key,
                 reservation=reservation,
@@ -253,16 +245,12 @@ class JobService:
                 SHORT_KIND,
                 address,
                 payload.model_copy(update={"chat_key": address.chat_key}),
-                input_path=str(short_dir(self.media_dir, job_id)),
+                input_path=str(work),
             )
             return job_id
 
     async def clip_jobs(self, short: JobRecord, payload: ShortPayload, story: Story) -> list[str]:
         """The short's clip jobs in segment order, created (all in one transaction) on first call."""
-        existing = await self.clips_of(short.id)
-        if existing:
-            return [clip.id for clip in existing]
-        ids = [uuid.uuid4().hex for _ in story.segments]
         async with sessions().begin() as session:
             # Renewing the short's own lease locks its row: a second runner waits here, then finds
             # the short held by the first or the clips already made, and never makes a second set.
@@ -273,34 +261,24 @@ class JobService:
             )
             if getattr(held, "rowcount", 0) != 1:
                 raise LeaseLost(short.id)
-            made = list(await session.scalars(select(JobRecord.id).where(JobRecord.parent_id == short.id)))
-            if made:
-                return [clip.id for clip in await self.clips_of(short.id)]
-            for clip_id, segment in zip(ids, story.segments, strict=True):
-                clip = VideoPayload(
-                    chat_key=payload.chat_key,
-                    prompt=segment.visual_prompt,
-                    duration_seconds=segment.duration_seconds,
-                    aspect_ratio=payload.aspect,
-                    character=payload.character,
-                    image_path=payload.character_image_path,
-                    segment=segment.number,
-                )
-                session.add(
-                    JobRecord(
-                        id=clip_id,
-                        kind=CLIP_KIND,
-                        parent_id=short.id,
-                        state=JobState.QUEUED,
-                        user_key=short.user_key,
-                        platform=short.platform,
-                        chat_id=short.chat_id,
-                        payload=clip.model_dump_json(),
-                        lease_owner=self.owner,
-                        lease_expires_at=utcnow() + self.lease,
+            made = await session.scalar(select(func.count()).where(JobRecord.parent_id == short.id))
+            if not made:
+                address = JobAddress(short.platform, short.chat_id, short.user_key)
+                for segment in story.segments:
+                    clip = VideoPayload(
+                        chat_key=payload.chat_key,
+                        prompt=segment.visual_prompt,
+                        duration_seconds=segment.duration_seconds,
+                        aspect_ratio=payload.aspect,
+                        character=payload.character,
+                        image_path=payload.character_image_path,
+                        segment=segment.number,
                     )
-                )
-        return ids
+                    # The clip's image is its short's, removed with the short's folder, not with the clip.
+                    session.add(
+                        self._row(uuid.uuid4().hex, CLIP_KIND, address, clip, parent_id=short.id, input_path=None)
+                    )
+        return [clip.id for clip in await self.clips_of(short.id)]
 
     async def clips_of(self, short_id: str) -> list[JobRecord]:
         async with sessions()() as session:
@@ -414,26 +392,48 @@ class JobService:
                 await self.budgets.release(reservation)
             raise
 
+    async def _keep_input(self, job_id: str, image: bytes | None) -> str | None:
+        """An image the job will send, kept on disk (never in the row) until the media purge."""
+        if image is None:
+            return None
+        path = self.media_dir / "inputs" / f"{job_id}.img"
+        await asyncio.to_thread(write_whole, path, image)
+        return str(path)
+
     async def _insert(
         self, job_id: str, kind: str, address: JobAddress, payload: BaseModel, *, input_path: str | None = None
     ) -> None:
         """The job's row; ``input_path`` is what the media purge removes with its result (an uploaded
-        image, a short's working folder)."""
+        image, a short's working folder; by default the payload's image)."""
         async with sessions().begin() as session:
             session.add(
-                JobRecord(
-                    id=job_id,
-                    kind=kind,
-                    state=JobState.QUEUED,
-                    user_key=address.user_key,
-                    platform=address.platform,
-                    chat_id=address.chat_id,
-                    payload=payload.model_dump_json(),
-                    input_path=input_path or getattr(payload, "image_path", None),
-                    lease_owner=self.owner,
-                    lease_expires_at=utcnow() + self.lease,
-                )
+                self._row(job_id, kind, address, payload, input_path=input_path or getattr(payload, "image_path", None))
             )
+
+    def _row(
+        self,
+        job_id: str,
+        kind: str,
+        address: JobAddress,
+        payload: BaseModel,
+        *,
+        input_path: str | None,
+        parent_id: str | None = None,
+    ) -> JobRecord:
+        """A new queued job, leased to this process (which runs it next)."""
+        return JobRecord(
+            id=job_id,
+            kind=kind,
+            parent_id=parent_id,
+            state=JobState.QUEUED,
+            user_key=address.user_key,
+            platform=address.platform,
+            chat_id=address.chat_id,
+            payload=payload.model_dump_json(),
+            input_path=input_path,
+            lease_owner=self.owner,
+            lease_expires_at=utcnow() + self.lease,
+        )
 
     # -- running ------------------------------------------------------------------------------------
 
@@ -636,7 +636,7 @@ class JobService:
     async def _run_video(
         self, job: JobRecord, payload: VideoPayload, progress: JobProgress | None, on_late: JobLateHandler | None
     ) -> None:
-        image = await asyncio.to_thread(Path(payload.image_path).read_bytes) if payload.image_path else None
+        image = await _read_input(payload.image_path)
         request = VideoRequest(
             prompt=payload.prompt,
             duration_seconds=payload.duration_seconds,
@@ -678,7 +678,7 @@ class JobService:
         await self._store_result(job, payload, "mp4", result.video, result.mime_type, paid)
 
     async def _run_thumbnail(self, job: JobRecord, payload: ThumbnailPayload) -> None:
-        image = await asyncio.to_thread(Path(payload.image_path).read_bytes) if payload.image_path else None
+        image = await _read_input(payload.image_path)
         await self._set(job.id, state=JobState.SUBMITTING, submitted_at=utcnow())
         thumbnail = await generate_thumbnail_image(
             ThumbnailRequest(
@@ -992,6 +992,11 @@ class RetryRefused(ReelwrightError):
         super().__init__(f"retry refused by the {refusal.scope} {refusal.period} budget")
         self.refusal = refusal
         self.estimate = estimate
+
+
+async def _read_input(path: str | None) -> bytes | None:
+    """The image a job kept with ``_keep_input``; None for a job without one."""
+    return await asyncio.to_thread(Path(path).read_bytes) if path else None
 
 
 def _clip_made(clip: JobRecord) -> bool:
