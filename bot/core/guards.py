@@ -75,6 +75,25 @@ def _resets_in(moment: datetime, now: datetime) -> str:
     return f"{hours:.0f} h" if hours >= 1 else f"{max(1, round(hours * 60))} min"
 
 
+def refused_by_budget(what: str, estimate: Decimal, refusal: BudgetRefusal) -> QuotaError:
+    """What a user reads when ``what`` (a command, a retry) would overrun a budget: which one, what is
+    left and when it resets."""
+    label = {
+        ("user", "day"): "your daily",
+        ("user", "month"): "your monthly",
+        ("chat", "day"): "this chat's daily",
+        ("chat", "month"): "this chat's monthly",
+    }[(refusal.scope, refusal.period)]
+    return QuotaError(
+        f"budget {label} {refusal.limit} exceeded by estimate {estimate}",
+        user_message=(
+            f"{what} would cost about {money_text(estimate)}, but {label} budget has "
+            f"{money_text(refusal.left)} of {money_text(refusal.limit)} left. "
+            f"It resets in {_resets_in(refusal.resets_at, utcnow())}."
+        ),
+    )
+
+
 @dataclass
 class _Pending:
     ctx: CommandContext
@@ -208,20 +227,7 @@ class Guards:
             raise self._refused(ctx, estimate, refusal)
 
     def _refused(self, ctx: CommandContext, estimate: Decimal, refusal: BudgetRefusal) -> QuotaError:
-        label = {
-            ("user", "day"): "your daily",
-            ("user", "month"): "your monthly",
-            ("chat", "day"): "this chat's daily",
-            ("chat", "month"): "this chat's monthly",
-        }[(refusal.scope, refusal.period)]
-        return QuotaError(
-            f"budget {label} {refusal.limit} exceeded by estimate {estimate}",
-            user_message=(
-                f"/{ctx.command.name} would cost about {money_text(estimate)}, but {label} budget has "
-                f"{money_text(refusal.left)} of {money_text(refusal.limit)} left. "
-                f"It resets in {_resets_in(refusal.resets_at, utcnow())}."
-            ),
-        )
+        return refused_by_budget(f"/{ctx.command.name}", estimate, refusal)
 
     def _ask_confirmation(self, ctx: CommandContext, usd: Decimal) -> Reply:
         token = self._remember(replace(ctx, paid_call_gate=None))

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bot.core.context import CommandContext
+from bot.core.guards import refused_by_budget
 from bot.core.rendering import money_text, short_progress_text, story_blocks, video_progress_text
 from bot.core.replies import Media, Reply
 from bot.core.storyboard import STORYBOARD_MIME, frames_sheet_or_none
-from connectors.errors import QuotaError, UserInputError
+from connectors.errors import UserInputError
 from services.config import service_config
 from services.jobs import JobAddress, JobLate, JobOutcome, JobService, JobView, RetryRefused, as_utc
 from services.queue import JobExecutor, JobQueue
@@ -222,15 +223,7 @@ class JobCommands:
         try:
             job, estimate = await self.jobs.retry(ctx.user.key, job_ref)
         except RetryRefused as refused:
-            refusal = refused.refusal
-            raise QuotaError(
-                "retry refused by budget",
-                user_message=(
-                    f"Retrying would cost about {money_text(refused.estimate)}, but the {refusal.scope}'s "
-                    f"{'daily' if refusal.period == 'day' else 'monthly'} budget has {money_text(refusal.left)} of "
-                    f"{money_text(refusal.limit)} left."
-                ),
-            ) from None
+            raise refused_by_budget(f"Retrying short {job_ref}", refused.estimate, refused.refusal) from None
         cost = f" (about {money_text(estimate)} for the missing clips)" if estimate > 0 else ""
         await ctx.progress(f"🔁 Retrying short {job.id[:8]}{cost}; what is already made is kept…", force=True)
         return await self.run(job.id, ctx)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import io
 import json
 from collections.abc import Callable
@@ -446,4 +447,25 @@ async def test_a_running_short_holds_only_what_it_has_not_spent_yet(
 
     reply = await command
     assert not reply.is_error, reply.text
+    assert await held(runtime) == 0
+
+
+async def test_a_retry_the_budget_cannot_cover_is_refused_before_anything_is_queued(
+    make_runtime: RuntimeFactory, fake_genai: FakeGenAI
+) -> None:
+    fake_genai.video_outcomes_for["visual prompt 2:"] = ["error", "error"]
+    runtime = await make_runtime()
+    failed = await runtime.core.handle(short("a robot learns to paint segments=3"), RecordingResponder())
+    assert failed.is_error
+    [parent] = await rows("short")
+    await runtime.ledger.flush()
+    spent = (await runtime.ledger.spent("user", "telegram:7")).today
+    budgets = runtime.jobs.budgets
+    budgets.limits = dataclasses.replace(budgets.limits, user_daily=spent + Decimal("0.50"))
+
+    refused = await runtime.core.handle(jobs_command(f"retry {parent.id[:8]}"), RecordingResponder())
+    assert refused.is_error
+    assert f"Retrying short {parent.id[:8]} would cost about" in refused.text and "your daily budget" in refused.text
+    assert len(fake_genai.video_generation_requests) == 4, "no clip was submitted"
+    assert [short.state for short in await rows("short")] == ["failed"]
     assert await held(runtime) == 0
