@@ -235,21 +235,27 @@ def _fit(text: str, size: int, max_width: float) -> str:
     return text.rstrip() + "…"
 
 
-def _cell_background(colour_index: int) -> Image.Image:
-    """A cell's frame and number badge, drawn once per process and colour, then pasted."""
-    cache: dict[int, Image.Image] = _local.__dict__.setdefault("cells", {})
-    if colour_index not in cache:
+def _card(colour_index: int, size: tuple[int, int], badge: tuple[int, int, int, int], badge_radius: int) -> Image.Image:
+    """A cell's card (white, outlined in its colour) with its number badge, drawn once per process,
+    colour and layout, then pasted."""
+    cache: dict[tuple[object, ...], Image.Image] = _local.__dict__.setdefault("cards", {})
+    key = (colour_index, size, badge, badge_radius)
+    if key not in cache:
         from PIL import Image, ImageDraw
 
         colour = PALETTE[colour_index]
-        cell = Image.new("RGB", (CELL_WIDTH + 1, CELL_HEIGHT + 1), BACKGROUND)
-        draw = ImageDraw.Draw(cell)
-        draw.rounded_rectangle(
-            (0, 0, CELL_WIDTH, CELL_HEIGHT), radius=12, fill=(255, 255, 255), outline=colour, width=3
-        )
-        draw.rounded_rectangle((0, 0, 64, 44), radius=12, fill=colour)
-        cache[colour_index] = cell
-    return cache[colour_index]
+        width, height = size
+        card = Image.new("RGB", (width + 1, height + 1), BACKGROUND)
+        draw = ImageDraw.Draw(card)
+        draw.rounded_rectangle((0, 0, width, height), radius=12, fill=(255, 255, 255), outline=colour, width=3)
+        draw.rounded_rectangle(badge, radius=badge_radius, fill=colour)
+        cache[key] = card
+    return cache[key]
+
+
+def _cell_background(colour_index: int) -> Image.Image:
+    """A storyboard cell: the badge in its top left corner."""
+    return _card(colour_index, (CELL_WIDTH, CELL_HEIGHT), (0, 0, 64, 44), 12)
 
 
 def draw_sheet(sheet: Sheet) -> bytes:
@@ -340,21 +346,10 @@ def _wrap(text: str, size: int, max_width: float, max_lines: int) -> list[str]:
 
 
 def _frame_cell_background(colour_index: int) -> Image.Image:
-    """A frames-sheet cell's card, number badge included, drawn once per process and colour."""
-    cache: dict[int, Image.Image] = _local.__dict__.setdefault("frame_cells", {})
-    if colour_index not in cache:
-        from PIL import Image, ImageDraw
-
-        colour = PALETTE[colour_index]
-        cell = Image.new("RGB", (FRAME_CELL_WIDTH + 1, FRAME_CELL_HEIGHT + 1), BACKGROUND)
-        draw = ImageDraw.Draw(cell)
-        draw.rounded_rectangle(
-            (0, 0, FRAME_CELL_WIDTH, FRAME_CELL_HEIGHT), radius=12, fill=(255, 255, 255), outline=colour, width=3
-        )
-        badge_left = FRAME_PADDING + FRAME_BOX[0] + 14
-        draw.rounded_rectangle((badge_left, FRAME_PADDING, badge_left + 52, FRAME_PADDING + 36), radius=10, fill=colour)
-        cache[colour_index] = cell
-    return cache[colour_index]
+    """A frames-sheet cell: the badge right of the frame's box."""
+    badge_left = FRAME_PADDING + FRAME_BOX[0] + 14
+    badge = (badge_left, FRAME_PADDING, badge_left + 52, FRAME_PADDING + 36)
+    return _card(colour_index, (FRAME_CELL_WIDTH, FRAME_CELL_HEIGHT), badge, 10)
 
 
 def _missing_frame(colour_index: int, label: str) -> Image.Image:
