@@ -13,29 +13,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
-
 BIN = Path(sys.executable).parent
-
-
-@pytest.fixture
-def sandbox() -> Iterator[dict[str, str]]:
-    """The fakes in their own process, as a real upstream would be; videos take 4 s to render."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bot.sandbox", "--video-seconds", "4"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=os.environ | {"NO_PROXY": "*"},
-    )
-    assert process.stdout is not None
-    urls = json.loads(process.stdout.readline())
-    yield urls
-    process.terminate()
-    process.wait(timeout=10)
 
 
 def stats(base: str) -> dict[str, int]:
@@ -73,8 +54,9 @@ def wait_for(condition, what: str, seconds: float = 60.0) -> None:  # type: igno
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def console(tmp_path: Path, urls: dict[str, str], **settings: str) -> subprocess.Popen[str]:
-    """``reelwright console`` against the fakes, with the default 90 s job lease."""
+def console(tmp_path: Path, urls: dict[str, str], *, log: Path | None = None, **settings: str) -> subprocess.Popen[str]:
+    """``reelwright console`` against the fakes, with the default 90 s job lease, in a session of its
+    own (the processes it starts can be found by its group); its log goes to ``log``, if given."""
     env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_TOKEN", "_BASE_URL"))}
     env.update(
         NO_PROXY="127.0.0.1,localhost",
@@ -88,15 +70,17 @@ def console(tmp_path: Path, urls: dict[str, str], **settings: str) -> subprocess
         JOB_SWEEP_SECONDS="0.5",
         **settings,
     )
-    return subprocess.Popen(
-        [str(BIN / "reelwright"), "console"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-    )
+    with log.open("w") if log is not None else open(os.devnull, "w") as stderr:
+        return subprocess.Popen(
+            [str(BIN / "reelwright"), "console"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            cwd=tmp_path,
+            env=env,
+            start_new_session=True,
+        )
 
 
 def finish(bot: subprocess.Popen[str]) -> list[str]:

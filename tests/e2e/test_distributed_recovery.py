@@ -86,6 +86,55 @@ async def job_times(database_url: str, column: str) -> list[Any]:
         await connection.close()
 
 
+def deployment(
+    tmp_path: Path,
+    telegram: FakeTelegramAPI,
+    sandbox: dict[str, str],
+    postgres_url: str,
+    redis_url: str,
+    **settings: str,
+) -> dict[str, str]:
+    """The environment of a bot and its workers on PostgreSQL and Redis against the fakes; a queue
+    and budget counters of this test's own."""
+    env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_TOKEN", "_BASE_URL"))}
+    env.update(
+        NO_PROXY="127.0.0.1,localhost",
+        TELEGRAM_BOT_TOKEN=TOKEN,
+        TELEGRAM_API_BASE_URL=telegram.api_base,
+        TELEGRAM_FILE_BASE_URL=telegram.file_base,
+        TELEGRAM_LOCAL_API="false",
+        OPENROUTER_BASE_URL=sandbox["openrouter"],
+        GOOGLE_API_KEY="test-google-key",
+        GENAI_BASE_URL=sandbox["genai"],
+        DATABASE_URL=postgres_url,
+        REDIS_URL=redis_url,
+        JOB_QUEUE_NAME=f"reelwright:e2e:{uuid.uuid4().hex}",
+        REDIS_KEY_PREFIX=f"reelwright:e2e:{uuid.uuid4().hex}",
+        MEDIA_DIR=str(tmp_path / "media"),
+        CONFIRM_ABOVE_USD="0",
+        VIDEO_POLL_INITIAL_SECONDS="0.2",
+        VIDEO_POLL_MAX_SECONDS="0.5",
+        JOB_SWEEP_SECONDS="0.5",
+        **settings,
+    )
+    return env
+
+
+async def shut_down(
+    *running: asyncio.subprocess.Process | None, killed: asyncio.subprocess.Process, telegram: FakeTelegramAPI
+) -> None:
+    """End the test's processes (the killed worker too, should the test have stopped before it) and
+    the fake Telegram."""
+    for process in running:
+        if process is not None and process.returncode is None:
+            process.terminate()
+            await process.wait()
+    if killed.returncode is None:
+        killed.kill()
+        await killed.wait()
+    await telegram.stop()
+
+
 async def until(condition: Any, what: str, attempts: int = 1200) -> None:
     """Poll state held by other processes (no event crosses a process boundary), bounded."""
     for _ in range(attempts):
@@ -100,26 +149,7 @@ async def test_kill_a_worker_mid_render_on_postgres_and_redis(
 ) -> None:
     telegram = FakeTelegramAPI(TOKEN)
     await telegram.start()
-    env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_TOKEN", "_BASE_URL"))}
-    env.update(
-        NO_PROXY="127.0.0.1,localhost",
-        TELEGRAM_BOT_TOKEN=TOKEN,
-        TELEGRAM_API_BASE_URL=telegram.api_base,
-        TELEGRAM_FILE_BASE_URL=telegram.file_base,
-        TELEGRAM_LOCAL_API="false",
-        OPENROUTER_BASE_URL=sandbox["openrouter"],
-        GOOGLE_API_KEY="test-google-key",
-        GENAI_BASE_URL=sandbox["genai"],
-        DATABASE_URL=postgres_url,
-        REDIS_URL=redis_url,
-        JOB_QUEUE_NAME=f"reelwright:e2e:{uuid.uuid4().hex}",
-        REDIS_KEY_PREFIX=f"reelwright:e2e:{uuid.uuid4().hex}",  # budget counters of this run only
-        MEDIA_DIR=str(tmp_path / "media"),
-        CONFIRM_ABOVE_USD="0",
-        VIDEO_POLL_INITIAL_SECONDS="0.2",
-        VIDEO_POLL_MAX_SECONDS="0.5",
-        JOB_SWEEP_SECONDS="0.5",
-    )
+    env = deployment(tmp_path, telegram, sandbox, postgres_url, redis_url)
     bot = await start_process(str(BIN / "reelwright"), "run", env=env, cwd=tmp_path)
     worker = await start_process(str(BIN / "reelwright"), "worker", env=env, cwd=tmp_path)
     replacement = None
@@ -149,14 +179,7 @@ async def test_kill_a_worker_mid_render_on_postgres_and_redis(
         assert sorted(call.chat_id for call in videos) == [101, 102, 103]
         assert (await routes(sandbox["genai"]))["predictLongRunning"] == 3
     finally:
-        for process in (bot, replacement):
-            if process is not None and process.returncode is None:
-                process.terminate()
-                await process.wait()
-        if worker.returncode is None:
-            worker.kill()
-            await worker.wait()
-        await telegram.stop()
+        await shut_down(bot, replacement, killed=worker, telegram=telegram)
 
 
 async def test_a_short_on_a_worker_killed_mid_render_is_finished_by_the_next_worker(
@@ -167,28 +190,15 @@ async def test_a_short_on_a_worker_killed_mid_render_is_finished_by_the_next_wor
     and posts the short once, with every clip paid once."""
     telegram = FakeTelegramAPI(TOKEN)
     await telegram.start()
-    env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_TOKEN", "_BASE_URL"))}
-    env.update(
-        NO_PROXY="127.0.0.1,localhost",
-        TELEGRAM_BOT_TOKEN=TOKEN,
-        TELEGRAM_API_BASE_URL=telegram.api_base,
-        TELEGRAM_FILE_BASE_URL=telegram.file_base,
-        TELEGRAM_LOCAL_API="false",
-        OPENROUTER_BASE_URL=sandbox["openrouter"],
-        GOOGLE_API_KEY="test-google-key",
-        GENAI_BASE_URL=sandbox["genai"],
-        DATABASE_URL=postgres_url,
-        REDIS_URL=redis_url,
-        JOB_QUEUE_NAME=f"reelwright:e2e:{uuid.uuid4().hex}",
-        REDIS_KEY_PREFIX=f"reelwright:e2e:{uuid.uuid4().hex}",
-        MEDIA_DIR=str(tmp_path / "media"),
-        CONFIRM_ABOVE_USD="0",
+    env = deployment(
+        tmp_path,
+        telegram,
+        sandbox,
+        postgres_url,
+        redis_url,
         BUDGET_USER_DAILY_USD="100",
         BUDGET_CHAT_DAILY_USD="100",
         SHORT_LONG_SIDE="256",
-        VIDEO_POLL_INITIAL_SECONDS="0.2",
-        VIDEO_POLL_MAX_SECONDS="0.5",
-        JOB_SWEEP_SECONDS="0.5",
     )
     bot = await start_process(str(BIN / "reelwright"), "run", env=env, cwd=tmp_path)
     worker = await start_process(str(BIN / "reelwright"), "worker", env=env, cwd=tmp_path)
@@ -215,11 +225,4 @@ async def test_a_short_on_a_worker_killed_mid_render_is_finished_by_the_next_wor
         texts = [str(call.params.get("text", "")) for call in telegram.calls_of("sendMessage")]
         assert any("queued" in text for text in texts), texts
     finally:
-        for process in (bot, replacement):
-            if process is not None and process.returncode is None:
-                process.terminate()
-                await process.wait()
-        if worker.returncode is None:
-            worker.kill()
-            await worker.wait()
-        await telegram.stop()
+        await shut_down(bot, replacement, killed=worker, telegram=telegram)

@@ -10,71 +10,34 @@ process of their own, as a real provider would be.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import av
-import pytest
 
-from tests.e2e.test_crash_recovery import stats, wait_for
+from tests.e2e.test_crash_recovery import console, stats, wait_for
 
 BIN = Path(sys.executable).parent
 IDEA = "/short a cat opens a bakery segments=3\n"
 
 
-@pytest.fixture
-def sandbox() -> Iterator[dict[str, str]]:
-    """The fakes in their own process; a clip takes 4 s to render."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bot.sandbox", "--video-seconds", "4"],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=os.environ | {"NO_PROXY": "*"},
-    )
-    assert process.stdout is not None
-    urls = json.loads(process.stdout.readline())
-    yield urls
-    process.terminate()
-    process.wait(timeout=10)
-
-
 def start_bot(tmp_path: Path, urls: dict[str, str], name: str, long_side: int = 256) -> subprocess.Popen[str]:
     """``reelwright console`` against the fakes, small shorts by default (quick encodes), the default
     90 s lease; its log goes to ``<name>.log``."""
-    env = {k: v for k, v in os.environ.items() if not k.endswith(("_API_KEY", "_TOKEN", "_BASE_URL"))}
-    env.update(
-        NO_PROXY="127.0.0.1,localhost",
-        GOOGLE_API_KEY="test-google-key",
-        GENAI_BASE_URL=urls["genai"],
-        OPENROUTER_BASE_URL=urls["openrouter"],
-        DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'bot.sqlite3'}",
-        MEDIA_DIR=str(tmp_path / "media"),
-        VIDEO_POLL_INITIAL_SECONDS="0.2",
-        VIDEO_POLL_MAX_SECONDS="0.5",
-        JOB_SWEEP_SECONDS="0.5",
+    return console(
+        tmp_path,
+        urls,
+        log=tmp_path / f"{name}.log",
         SHORT_LONG_SIDE=str(long_side),
         BUDGET_USER_DAILY_USD="100",
         BUDGET_CHAT_DAILY_USD="100",
         LOG_LEVEL="INFO",
     )
-    with (tmp_path / f"{name}.log").open("w") as log:
-        return subprocess.Popen(
-            [str(BIN / "reelwright"), "console"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-            cwd=tmp_path,
-            env=env,
-            start_new_session=True,
-        )
 
 
 def kill_and_reap(bot: subprocess.Popen[str]) -> list[str]:
