@@ -8,6 +8,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -309,19 +310,25 @@ def _alive(pid: int) -> bool:
         return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
 
 
+async def _writing(task: asyncio.Task[Any], partial: Path) -> int:
+    """The process of the one stitch ``task`` runs, once it is writing ``partial`` (and still alive)."""
+    while not stitch_pids():
+        assert not task.done()
+        await asyncio.sleep(0.01)
+    (pid,) = stitch_pids()
+    while not await asyncio.to_thread(partial.exists):
+        assert not task.done() and _alive(pid)
+        await asyncio.sleep(0.01)
+    return pid
+
+
 async def test_cancelling_the_stitch_kills_its_process_and_removes_the_partial_file(tmp_path: Path) -> None:
     clip = tmp_path / "long.mp4"
     clip.write_bytes(tiny_mp4(8.0, "9:16"))
     segments = tuple(Segment(clip, f"segment {number}") for number in range(8))
     request = StitchRequest(segments, tmp_path / "big.mp4", long_side=1920, fps=30, preset="slow")
     task = asyncio.create_task(stitch(request))
-    while not stitch_pids():
-        assert not task.done()
-        await asyncio.sleep(0.01)
-    (pid,) = stitch_pids()
-    while not (tmp_path / ".big.mp4.partial").exists():
-        assert not task.done() and _alive(pid)
-        await asyncio.sleep(0.01)
+    pid = await _writing(task, tmp_path / ".big.mp4.partial")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -492,13 +499,7 @@ async def test_cancelling_a_piece_kills_its_process_and_removes_the_partial_file
         preset="slow",
     )
     task = asyncio.create_task(encode_piece(request))
-    while not stitch_pids():
-        assert not task.done()
-        await asyncio.sleep(0.01)
-    (pid,) = stitch_pids()
-    while not (tmp_path / ".big.mp4.partial").exists():
-        assert not task.done() and _alive(pid)
-        await asyncio.sleep(0.01)
+    pid = await _writing(task, tmp_path / ".big.mp4.partial")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -512,10 +513,7 @@ async def test_shutdown_kills_a_running_piece(tmp_path: Path) -> None:
         Segment(clip, "words"), tmp_path / "big.mp4", "9:16", True, 4_000_000, long_side=1920, fps=30
     )
     task = asyncio.create_task(encode_piece(request))
-    while not (tmp_path / ".big.mp4.partial").exists():
-        assert not task.done()
-        await asyncio.sleep(0.01)
-    (pid,) = stitch_pids()
+    pid = await _writing(task, tmp_path / ".big.mp4.partial")
     shutdown_stitches()
     with pytest.raises(StitchFailed, match="ended with code"):
         await task
