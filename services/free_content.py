@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pydantic import BaseModel, Field
 
 from services.config import service_config
 from services.prompts import clean_prompt
-from services.structured import generate_structured
+from services.structured import Structured, generate_structured
 from services.usage import Usage
+
+COPYWRITER = "You are a copywriter for short-video creators. Answer in JSON only."
+MAX_HASHTAGS = 15
 
 KIND_GUIDES = {
     "caption": "a social caption of 1-3 sentences with a hook in the first line",
@@ -38,8 +43,44 @@ async def generate_free_content(brief: str, *, kind: str = "caption") -> FreeCon
     result = await generate_structured(
         FreeContentDraft,
         model=config.content_model,
-        system="You are a copywriter for short-video creators. Answer in JSON only.",
+        system=COPYWRITER,
         user=f"Write {guide}.\nBrief: {brief}",
     )
     content = result.value.content.strip()
     return FreeContent(kind=kind, brief=brief, content=content, usage=result.usage)
+
+
+class PostCopy(BaseModel):
+    """What a creator pastes next to a finished video when posting it."""
+
+    title: str = Field(description="A scroll-stopping title of at most 80 characters")
+    description: str = Field(description="Two or three sentences for the video's description")
+    hashtags: list[str] = Field(description="8 to 15 relevant hashtags, each starting with #")
+
+    def text(self) -> str:
+        return f"{self.title}\n\n{self.description}\n\n{' '.join(hashtags(self.hashtags))}".strip()
+
+
+def hashtags(tags: list[str]) -> list[str]:
+    """Tags as the apps link them: one word of letters, digits and underscores after a ``#``, no repeats."""
+    seen: set[str] = set()
+    result = []
+    for tag in tags:
+        word = "".join(ch for ch in tag if ch.isalnum() or ch == "_")
+        if word and word.lower() not in seen:
+            seen.add(word.lower())
+            result.append(f"#{word}")
+    return result[:MAX_HASHTAGS]
+
+
+async def generate_post_copy(title: str, narration: Sequence[str]) -> Structured[PostCopy]:
+    """The title, description and hashtags of a finished video, from its working title and its
+    narration, line by line."""
+    config = service_config()
+    outline = "\n".join(f"{number}. {line}" for number, line in enumerate(narration, start=1))
+    user = (
+        f"Write the title, description and hashtags for this short video.\nTitle idea: {title}\nNarration:\n{outline}"
+    )
+    return await generate_structured(
+        PostCopy, model=config.content_model, system=COPYWRITER, user=user[: config.max_prompt_chars * 2]
+    )

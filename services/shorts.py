@@ -36,6 +36,7 @@ from services.budgets import Reservation
 from services.characters import CharacterProfile
 from services.config import ServiceConfig, service_config
 from services.files import write_whole
+from services.free_content import PostCopy, generate_post_copy
 from services.metering import Meter, current_meter
 from services.narration import clean_voice, fit_to, narrate
 from services.prompts import clean_prompt
@@ -54,7 +55,6 @@ from services.stitch import (
     video_bitrate,
 )
 from services.story import Story, StoryRequest, StorySegment, generate_story_segments
-from services.structured import generate_structured
 from services.thumbnail import ThumbnailRequest, generate_thumbnail_image
 from services.usage import Usage
 from services.video import AspectRatio
@@ -96,32 +96,6 @@ class ShortPayload(BaseModel):
     voice: str | None = None  # None: no narration, only the clips' own sound
     captions: bool = True
     byte_budget: int
-
-
-class ShortCopy(BaseModel):
-    """What a creator pastes next to the video when posting it."""
-
-    title: str = Field(description="A scroll-stopping title of at most 80 characters")
-    description: str = Field(description="Two or three sentences for the video's description")
-    hashtags: list[str] = Field(description="8 to 15 relevant hashtags, each starting with #")
-
-    def text(self) -> str:
-        return f"{self.title}\n\n{self.description}\n\n{' '.join(hashtags(self.hashtags))}".strip()
-
-
-MAX_HASHTAGS = 15
-
-
-def hashtags(tags: list[str]) -> list[str]:
-    """Tags as the apps link them: one word of letters, digits and underscores after a ``#``, no repeats."""
-    seen: set[str] = set()
-    result = []
-    for tag in tags:
-        word = "".join(ch for ch in tag if ch.isalnum() or ch == "_")
-        if word and word.lower() not in seen:
-            seen.add(word.lower())
-            result.append(f"#{word}")
-    return result[:MAX_HASHTAGS]
 
 
 class ShortManifest(BaseModel):
@@ -496,20 +470,11 @@ class ShortPipeline:
 
     async def _copy(self, job: JobRecord, work: Path, story: Story) -> str:
         path = work / "copy.json"
-        stored = await asyncio.to_thread(_read_model, path, ShortCopy)
-        if isinstance(stored, ShortCopy):
+        stored = await asyncio.to_thread(_read_model, path, PostCopy)
+        if isinstance(stored, PostCopy):
             return stored.text()
-        outline = "\n".join(f"{segment.number}. {segment.narration}" for segment in story.segments)
-        result = await self._paid(
-            job,
-            generate_structured(
-                ShortCopy,
-                model=service_config().content_model,
-                system="You are a copywriter for short-video creators. Answer in JSON only.",
-                user=f"Write the title, description and hashtags for this short video.\n"
-                f"Title idea: {story.title}\nNarration:\n{outline}"[: service_config().max_prompt_chars * 2],
-            ),
-        )
+        narration = [segment.narration for segment in story.segments]
+        result = await self._paid(job, generate_post_copy(story.title, narration))
         await asyncio.to_thread(write_whole, path, result.value.model_dump_json(indent=1).encode())
         return result.value.text()
 

@@ -43,6 +43,18 @@ async def wait_until(condition: Callable[[], Awaitable[bool]], what: str, attemp
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def three_clip_story() -> Story:
+    """A short's story of three 4 s segments, as the story service would return it."""
+    return Story(
+        title="A cat",
+        idea="a cat",
+        segments=[
+            StorySegment(number=n, narration=f"line {n}", visual_prompt=f"shot {n}", duration_seconds=4)
+            for n in (1, 2, 3)
+        ],
+    )
+
+
 async def state_of(job_id: str) -> JobRecord:
     async with sessions()() as session:
         job = await session.get(JobRecord, job_id)
@@ -183,14 +195,7 @@ async def test_a_shorts_clip_interrupted_while_submitting_is_not_made_again(
     _, veo = upstreams
     payload = ShortPayload(idea="a cat", segments=3, byte_budget=50 << 20, captions=False)
     short_id = await service.create_short_job(ADDRESS, payload)
-    story = Story(
-        title="A cat",
-        idea="a cat",
-        segments=[
-            StorySegment(number=n, narration=f"line {n}", visual_prompt=f"shot {n}", duration_seconds=4)
-            for n in (1, 2, 3)
-        ],
-    )
+    story = three_clip_story()
     work = short_dir(service.media_dir, short_id)
     work.mkdir(parents=True, exist_ok=True)
     (work / "story.json").write_text(story.model_dump_json(), encoding="utf-8")
@@ -446,14 +451,7 @@ async def test_a_shorts_clips_are_purged_with_their_short_never_before(service: 
     short_id = await service.create_short_job(
         ADDRESS, ShortPayload(idea="a cat", segments=3, byte_budget=50 << 20, captions=False)
     )
-    story = Story(
-        title="A cat",
-        idea="a cat",
-        segments=[
-            StorySegment(number=n, narration=f"line {n}", visual_prompt=f"shot {n}", duration_seconds=4)
-            for n in (1, 2, 3)
-        ],
-    )
+    story = three_clip_story()
     short = await state_of(short_id)
     clip_ids = await service.clip_jobs(short, ShortPayload.model_validate_json(short.payload), story)
     clip_file = service.media_dir / "results" / f"{clip_ids[0]}.mp4"

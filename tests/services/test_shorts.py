@@ -6,14 +6,8 @@ import pytest
 
 from connectors.errors import UserInputError
 from services.config import ServiceConfig
-from services.shorts import (
-    MAX_HASHTAGS,
-    ShortCopy,
-    check_short_request,
-    hashtags,
-    narration_voice,
-    short_estimate_usage,
-)
+from services.free_content import MAX_HASHTAGS, PostCopy, hashtags
+from services.shorts import check_short_request, narration_voice, short_estimate_usage
 
 
 def test_hashtags_are_single_linkable_words_without_repeats() -> None:
@@ -27,7 +21,7 @@ def test_hashtags_are_single_linkable_words_without_repeats() -> None:
 
 
 def test_the_copy_reads_title_description_then_tags() -> None:
-    copy = ShortCopy(title="A cat bakes", description="Flour everywhere.", hashtags=["cats", "#baking"])
+    copy = PostCopy(title="A cat bakes", description="Flour everywhere.", hashtags=["cats", "#baking"])
     assert copy.text() == "A cat bakes\n\nFlour everywhere.\n\n#cats #baking"
 
 
