@@ -328,16 +328,7 @@ class JobService:
         return True
 
     async def _requeue_clip(self, clip_id: str, payload: VideoPayload) -> None:
-        await self._set(
-            clip_id,
-            state=JobState.QUEUED,
-            payload=payload.model_dump_json(),
-            operation_name=None,
-            error=None,
-            submitted_at=None,
-            finished_at=None,
-            delivered_at=None,
-        )
+        await self._set(clip_id, **_requeued(payload))
 
     async def record_short_usage(self, short: JobRecord, entries: list[tuple[str, Usage]]) -> None:
         """A short's own paid step (story, narration, thumbnail, copy): into the ledger and onto its row."""
@@ -886,18 +877,7 @@ class JobService:
             for clip in missing:
                 clip_payload = VideoPayload.model_validate_json(clip.payload).model_copy(update={"tries": 1})
                 await session.execute(
-                    update(JobRecord)
-                    .where(JobRecord.id == clip.id)
-                    .values(
-                        state=JobState.QUEUED,
-                        payload=clip_payload.model_dump_json(),
-                        operation_name=None,
-                        error=None,
-                        submitted_at=None,
-                        finished_at=None,
-                        delivered_at=None,
-                        result_path=None,
-                    )
+                    update(JobRecord).where(JobRecord.id == clip.id).values(**_requeued(clip_payload))
                 )
         return job, estimate
 
@@ -992,6 +972,20 @@ class RetryRefused(ReelwrightError):
         super().__init__(f"retry refused by the {refusal.scope} {refusal.period} budget")
         self.refusal = refusal
         self.estimate = estimate
+
+
+def _requeued(payload: VideoPayload) -> dict[str, Any]:
+    """A clip's row made ready to be made anew (nothing of its last attempt kept), with ``payload``."""
+    return {
+        "state": JobState.QUEUED,
+        "payload": payload.model_dump_json(),
+        "operation_name": None,
+        "error": None,
+        "submitted_at": None,
+        "finished_at": None,
+        "delivered_at": None,
+        "result_path": None,
+    }
 
 
 async def _read_input(path: str | None) -> bytes | None:
